@@ -1,0 +1,38 @@
+"""adr-rl: Activation-Descent Regularization (ADR) for input optimization of ReLU
+networks, applied to deep RL (critic-guided action refinement, adversarial
+observations).
+
+>>> from adr_rl import maximize
+>>> res = maximize(net, x0, lower=-1.0, upper=1.0, steps=3000, method="adr", seed=0)
+>>> res.x, res.value  # best input per problem, true objective there
+"""
+
+from adr_rl.optim import (
+    METHODS,
+    ADRConfig,
+    AdamConfig,
+    MaximizeResult,
+    PerturbedGDConfig,
+    RestartGDConfig,
+    adr_ns_config,
+    maximize,
+    network_evaluations,
+)
+from adr_rl.surrogate import NonReluNetworkError, ReluSurrogate, find_relus
+
+__all__ = [
+    "METHODS",
+    "ADRConfig",
+    "AdamConfig",
+    "MaximizeResult",
+    "NonReluNetworkError",
+    "PerturbedGDConfig",
+    "ReluSurrogate",
+    "RestartGDConfig",
+    "adr_ns_config",
+    "find_relus",
+    "maximize",
+    "network_evaluations",
+]
+
+__version__ = "0.1.0"

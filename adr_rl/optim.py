@@ -1,0 +1,654 @@
+"""``maximize``: batched input optimization of ReLU networks, ADR and its baselines.
+
+Every method solves ``B`` independent problems
+
+    maximize_x  J(x) = objective(f(x), x)   subject to   lower <= x <= upper
+
+in one vectorized loop (no Python loop over problems) and returns, per problem, the
+best iterate under the *true* network, the starting point included, so
+``result.value >= J(x0)`` always holds.
+
+Methods (see METHOD.md and the README's benchmark for how they compare):
+
+- ``"adr"``: Activation-Descent Regularization as specified in METHOD.md (paper
+  hyper-parameters, :class:`ADRConfig`).
+- ``"adr_ns"``: ADR with a *normalized* activation step (:func:`adr_ns_config`), the
+  project's variant; the README's benchmark shows why it is needed.
+- ``"gd"``: normalized-gradient ascent, the paper's baseline.
+- ``"pgd"``: sign-gradient ascent (projected gradient for L-inf boxes).
+- ``"fgsm"``: one sign step to the box corner that the gradient points at.
+- ``"adam"``: Adam ascent, projected onto the box.
+- ``"restart_gd"``: normalized-gradient ascent restarted from a uniform random
+  point of the box every ``restart_every`` steps, the fair randomized baseline.
+- ``"perturbed_gd"``: normalized-gradient ascent with Gaussian kicks when stalled,
+  the randomized counterpart of ADR's activation noise.
+- ``"random"``: uniform samples in the box, the floor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from adr_rl.surrogate import NonReluNetworkError, ReluSurrogate
+
+__all__ = [
+    "METHODS",
+    "ADRConfig",
+    "AdamConfig",
+    "MaximizeResult",
+    "PerturbedGDConfig",
+    "RestartGDConfig",
+    "adr_ns_config",
+    "maximize",
+    "network_evaluations",
+]
+
+Method = Literal[
+    "adr", "adr_ns", "gd", "pgd", "fgsm", "adam", "restart_gd", "perturbed_gd", "random"
+]
+METHODS: tuple[str, ...] = (
+    "adr",
+    "adr_ns",
+    "gd",
+    "pgd",
+    "fgsm",
+    "adam",
+    "restart_gd",
+    "perturbed_gd",
+    "random",
+)
+
+# Forward + backward passes of the network per iteration (a backward pass costs about
+# one forward pass); used to give every method the same number of network evaluations.
+_EVALS_PER_STEP = {
+    "adr": 3,  # real forward (pattern + true value), surrogate forward, backward
+    "adr_ns": 3,
+    "gd": 2,  # forward (also the true value), backward
+    "pgd": 2,
+    "fgsm": 2,
+    "adam": 2,
+    "restart_gd": 2,
+    "perturbed_gd": 2,
+    "random": 1,
+}
+
+
+def network_evaluations(method: str, steps: int) -> int:
+    """Network passes (forward or backward, over the whole batch) ``steps`` iterations cost."""
+    _check_method(method)
+    return _EVALS_PER_STEP[method] * steps
+
+
+@dataclass(frozen=True)
+class ADRConfig:
+    """Hyper-parameters of ADR (METHOD.md, ingredients 1-5).
+
+    Defaults are the public proof of concept's values for the small random network
+    (METHOD.md, "Reference hyper-parameters"), which the paper also uses for action
+    refinement up to the learning rates. The ablation switches (``use_constraint``,
+    ``use_eta_step``, ``use_noise``) exist to measure which part earns the gain.
+    """
+
+    lr_eta: float = 1.0
+    """Step size of the activation variables ``eta``."""
+    alpha: float = 2000.0
+    """Gate sharpness: ``g(eta) = sigmoid(alpha * (0.5 - eta))``."""
+    delta: float = 0.01
+    """Initial distance of ``eta`` from the threshold 0.5 (``eta = 0.5 - delta*sign(z)``)."""
+    eta_min: float = 0.3
+    eta_max: float = 0.7
+    c_init: float = 1.0
+    """Initial multiplier of the consistency loss."""
+    lr_c: float = 1e-2
+    """Dual-ascent rate of the multiplier ``c`` (raised while violated, decayed otherwise)."""
+    c_min: float = 1e-2
+    c_max: float = 10.0
+    noise_scale: float = 0.1
+    """Std of the Gaussian kick added to ``eta`` when its gradient is tiny."""
+    perturb_freq: int = 25
+    """Every ``perturb_freq`` steps, problems whose ``eta`` gradient norm is below
+    ``grad_threshold`` get a noise kick."""
+    grad_threshold: float = 1e-4
+    resync_freq: int = 0
+    """Reset ``eta`` to the real pattern of the current ``x`` every this many steps (0: never)."""
+    eta_step: Literal["clip", "normalize"] = "clip"
+    """``"clip"``: the paper's norm-clipped gradient step (tiny, since ``g'`` is ~1e-5
+    at the initial gates). ``"normalize"``: a unit-norm step along the ``eta``
+    gradient, whose direction ranks gate flips by their first-order gain."""
+    normalization: Literal["none", "layer"] = "layer"
+    """Distance estimate for the consistency loss: ``"layer"`` divides each site's
+    pre-activations by their per-problem RMS (scale-free, cheap for CNNs); ``"none"``
+    uses raw pre-activations."""
+    aggregate: Literal["max", "sum"] = "max"
+    """Per-site aggregation of unit violations (the reference takes the max)."""
+    objective_scale: Literal["none", "grad"] = "none"
+    """``"grad"`` divides ``J_hat`` by the norm of the true gradient at ``x0`` (per
+    problem), so the consistency term keeps a say whatever the objective's units."""
+    restart_every: int = 0
+    """Restart ``x`` from a uniform point of the box every this many steps (0: never)."""
+    use_constraint: bool = True
+    use_eta_step: bool = True
+    use_noise: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eta_min < 0.5 < self.eta_max <= 1.0:
+            raise ValueError("need 0 <= eta_min < 0.5 < eta_max <= 1")
+        if self.alpha <= 0 or self.delta <= 0 or self.lr_eta < 0 or self.noise_scale < 0:
+            raise ValueError("alpha and delta must be > 0; lr_eta and noise_scale >= 0")
+        if self.perturb_freq < 1 or self.resync_freq < 0:
+            raise ValueError("perturb_freq must be >= 1 and resync_freq >= 0")
+        if not 0 <= self.c_min <= self.c_init <= self.c_max:
+            raise ValueError("need 0 <= c_min <= c_init <= c_max")
+
+
+def adr_ns_config(**overrides: Any) -> ADRConfig:
+    """The project's ADR variant ``"adr_ns"``: normalized activation step.
+
+    Tuned on random-network seeds disjoint from the reported ones (README, benchmark).
+    """
+    base = dict(eta_step="normalize", lr_eta=0.02, noise_scale=0.02, resync_freq=0)
+    base.update(overrides)
+    return ADRConfig(**base)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    """Adam ascent (Kingma & Ba) with projection onto the box after every step."""
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class RestartGDConfig:
+    """Normalized-gradient ascent with uniform random restarts in the box."""
+
+    restart_every: int = 100
+    """Steps per restart; the first run starts from ``x0``."""
+
+
+@dataclass(frozen=True)
+class PerturbedGDConfig:
+    """Normalized-gradient ascent with Gaussian kicks when the value stalls."""
+
+    perturb_freq: int = 25
+    """Check for a stall every this many steps."""
+    noise_scale: float = 0.1
+    """Std of the kick, as a fraction of the box width."""
+
+
+_DEFAULT_LR = {
+    "adr": 0.5,
+    "adr_ns": 0.5,
+    "gd": 0.5,
+    "restart_gd": 0.5,
+    "perturbed_gd": 0.5,
+    "adam": 0.05,
+}
+
+
+@dataclass
+class MaximizeResult:
+    """What :func:`maximize` found.
+
+    :param x: ``(B, *input_shape)``, same dtype/device as ``x0``: best iterate per problem.
+    :param value: ``(B,)``: the true objective at ``x`` (real ReLUs).
+    :param initial_value: ``(B,)``: the true objective at ``x0``.
+    :param history: ``(steps + 1, B)`` best-so-far value after each step when
+        ``record_history=True``, else ``None``.
+    :param network_evaluations: forward + backward passes of the network, each over
+        the whole batch (see :func:`network_evaluations`).
+    """
+
+    x: torch.Tensor
+    value: torch.Tensor
+    initial_value: torch.Tensor
+    method: str
+    steps: int
+    network_evaluations: int
+    history: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def maximize(
+    fn: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    lower: float | torch.Tensor = -math.inf,
+    upper: float | torch.Tensor = math.inf,
+    steps: int = 100,
+    method: Method | str = "adr",
+    seed: int | None = 0,
+    *,
+    objective: Objective | None = None,
+    network: nn.Module | Sequence[nn.Module] | None = None,
+    lr: float | None = None,
+    config: ADRConfig | AdamConfig | RestartGDConfig | PerturbedGDConfig | None = None,
+    record_history: bool = False,
+    progress: bool = False,
+) -> MaximizeResult:
+    """Maximize ``objective(fn(x), x)`` over the box ``[lower, upper]`` from ``x0``.
+
+    :param fn: a ReLU network (its output ``(B,)`` or ``(B, 1)`` is maximized), or any
+        callable ``x -> output`` that uses ``network`` inside (e.g. a critic
+        ``a -> Q(s, a)`` with ``s`` fixed).
+    :param x0: ``(B, *input_shape)`` float tensor, no NaN, inside the box: the start
+        of each of the ``B`` problems. Computation runs on its device.
+    :param lower: scalar or tensor broadcastable to ``x0``; ``lower <= upper``.
+    :param upper: scalar or tensor broadcastable to ``x0``. GD-type methods accept an
+        unbounded box; ``fgsm``, ``random``, ``restart_gd`` need finite bounds.
+    :param steps: iterations (``fgsm`` always takes one).
+    :param method: one of :data:`METHODS`.
+    :param seed: seeds this call's own ``torch.Generator`` (nothing global is read).
+    :param objective: ``objective(output, x) -> (B,)`` to maximize; default: the output.
+    :param network: the module(s) whose ``nn.ReLU`` sites ADR relaxes; default ``fn``.
+    :param lr: step size (ADR/GD: L2 length of an ``x`` step; PGD: sign-step size;
+        Adam: learning rate). Default per method; PGD's default is
+        ``2.5 * max half-width / steps`` (Madry et al.).
+    :param config: method options (:class:`ADRConfig` for ``adr``/``adr_ns``, ...).
+    :param record_history: keep the best-so-far value after every step.
+    :param progress: show a tqdm bar over the steps.
+    :raises NonReluNetworkError: the network is not a ReLU network ADR can relax.
+    :raises ValueError: bad bounds, shapes, ``x0`` with NaN or outside the box, ...
+    """
+    _check_method(method)
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    if network is None:
+        if not isinstance(fn, nn.Module):
+            raise TypeError("fn is not an nn.Module: pass network= naming the module(s) it uses")
+        network = fn
+    modules = [network] if isinstance(network, nn.Module) else list(network)
+    x0, lo, hi = _check_inputs(x0, lower, upper)
+    if method in ("fgsm", "random", "restart_gd") and not (
+        torch.isfinite(lo).all() and torch.isfinite(hi).all()
+    ):
+        raise ValueError(f"method {method!r} needs finite lower and upper bounds")
+    if lr is None:
+        lr = _default_lr(method, lo, hi, steps)
+    if lr < 0 or not math.isfinite(lr):
+        raise ValueError(f"lr must be a finite number >= 0, got {lr}")
+    config = _resolve_config(method, config)
+    generator = torch.Generator(device=x0.device)
+    generator.manual_seed(0 if seed is None else int(seed))
+
+    def evaluate(x: torch.Tensor) -> torch.Tensor:
+        out = fn(x)
+        return _objective_values(objective, out, x)
+
+    with ReluSurrogate(modules) as surrogate:
+        problem = _Problem(evaluate, surrogate, x0, lo, hi, generator, record_history)
+        surrogate.scan_nonlinearities(lambda: evaluate(x0))
+        steps_run = 1 if method == "fgsm" else steps
+        bar = tqdm(total=steps_run, desc=f"maximize[{method}]", disable=not progress, leave=False)
+        try:
+            if method in ("adr", "adr_ns"):
+                assert isinstance(config, ADRConfig)
+                info = _run_adr(problem, steps_run, lr, config, bar)
+            elif method == "random":
+                info = _run_random(problem, steps_run, bar)
+            else:
+                info = _run_gradient(problem, method, steps_run, lr, config, bar)
+        finally:
+            bar.close()
+    return problem.result(method, steps_run, _EVALS_PER_STEP[method] * steps_run, info)
+
+
+# --------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def _check_inputs(
+    x0: torch.Tensor, lower: float | torch.Tensor, upper: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if not isinstance(x0, torch.Tensor):
+        raise TypeError(f"x0 must be a torch.Tensor of shape (B, *input_shape), got {type(x0)}")
+    if not x0.is_floating_point():
+        raise TypeError(f"x0 must be a floating-point tensor, got dtype {x0.dtype}")
+    if x0.dim() < 2:
+        raise ValueError(
+            f"x0 must have shape (B, *input_shape) with a batch dimension, got {tuple(x0.shape)}"
+        )
+    if torch.isnan(x0).any():
+        raise ValueError("x0 contains NaN")
+    bounds = []
+    for name, b in (("lower", lower), ("upper", upper)):
+        t = torch.as_tensor(b, dtype=x0.dtype, device=x0.device)
+        if torch.isnan(t).any():
+            raise ValueError(f"{name} contains NaN")
+        try:
+            shape = torch.broadcast_shapes(t.shape, x0.shape)
+        except RuntimeError:
+            shape = None
+        if shape != x0.shape:
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} does not broadcast to x0's shape "
+                f"{tuple(x0.shape)}"
+            )
+        bounds.append(t.expand_as(x0))
+    lo, hi = bounds
+    if (lo > hi).any():
+        raise ValueError("lower > upper for some coordinates")
+    if ((x0 < lo) | (x0 > hi)).any():
+        raise ValueError("x0 lies outside [lower, upper]; project it into the box first")
+    return x0.detach().clone(), lo, hi
+
+
+def _objective_values(objective: Objective | None, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    b = x.shape[0]
+    values = out if objective is None else objective(out, x)
+    if not isinstance(values, torch.Tensor):
+        raise TypeError("the objective must return a tensor of shape (B,)")
+    if values.shape == (b, 1):
+        values = values.reshape(b)
+    if values.shape != (b,):
+        hint = "" if objective is not None else "; pass objective= to reduce the network output"
+        raise ValueError(
+            f"the objective must have shape (B,) or (B, 1) = ({b},), got {tuple(values.shape)}"
+            + hint
+        )
+    return values
+
+
+def _default_lr(method: str, lo: torch.Tensor, hi: torch.Tensor, steps: int) -> float:
+    if method == "pgd":
+        half = ((hi - lo) / 2).max().item()
+        if not math.isfinite(half):
+            raise ValueError("pgd's default step needs finite bounds; pass lr=")
+        return 2.5 * half / max(steps, 1)
+    return _DEFAULT_LR.get(method, 0.0)
+
+
+def _resolve_config(method: str, config: Any) -> Any:
+    expected: dict[str, type] = {
+        "adr": ADRConfig,
+        "adr_ns": ADRConfig,
+        "adam": AdamConfig,
+        "restart_gd": RestartGDConfig,
+        "perturbed_gd": PerturbedGDConfig,
+    }
+    kind = expected.get(method)
+    if config is None:
+        if method == "adr_ns":
+            return adr_ns_config()
+        return kind() if kind is not None else None
+    if kind is None or not isinstance(config, kind):
+        want = kind.__name__ if kind is not None else "no config"
+        raise TypeError(f"method {method!r} takes {want}, got {type(config).__name__}")
+    return config
+
+
+# --------------------------------------------------------------------------------------
+# shared state: best-iterate bookkeeping under the true network
+# --------------------------------------------------------------------------------------
+class _Problem:
+    def __init__(
+        self,
+        evaluate: Callable[[torch.Tensor], torch.Tensor],
+        surrogate: ReluSurrogate,
+        x0: torch.Tensor,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        generator: torch.Generator,
+        record_history: bool,
+    ) -> None:
+        self.evaluate, self.surrogate = evaluate, surrogate
+        self.lo, self.hi, self.generator = lo, hi, generator
+        self.batch = x0.shape[0]
+        self.best_x = x0.clone()
+        with torch.no_grad():
+            v0, self.signs0 = surrogate.real(lambda: evaluate(x0))
+        self.initial_value = v0.detach().clone()
+        self.best_value = self.initial_value.clone()
+        self.history: list[torch.Tensor] | None = [self.best_value.clone()] if record_history else None
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(torch.minimum(x, self.hi), self.lo)
+
+    def uniform(self) -> torch.Tensor:
+        u = torch.rand(self.lo.shape, generator=self.generator, device=self.lo.device, dtype=self.lo.dtype)
+        return self.lo + u * (self.hi - self.lo)
+
+    def offer(self, x: torch.Tensor, value: torch.Tensor) -> None:
+        """Keep ``x`` where it beats the best so far (true objective, NaN never wins)."""
+        better = value > self.best_value
+        self.best_value = torch.where(better, value.detach(), self.best_value)
+        mask = better.view(-1, *([1] * (x.dim() - 1)))
+        self.best_x = torch.where(mask, x.detach(), self.best_x)
+
+    def record(self) -> None:
+        if self.history is not None:
+            self.history.append(self.best_value.clone())
+
+    def true_value(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with torch.no_grad():
+            return self.surrogate.real(lambda: self.evaluate(x))
+
+    def result(self, method: str, steps: int, evals: int, info: dict[str, Any]) -> MaximizeResult:
+        history = torch.stack(self.history) if self.history is not None else None
+        return MaximizeResult(
+            x=self.best_x,
+            value=self.best_value,
+            initial_value=self.initial_value,
+            method=method,
+            steps=steps,
+            network_evaluations=evals,
+            history=history,
+            info=info,
+        )
+
+
+def _rowwise_norm(t: torch.Tensor) -> torch.Tensor:
+    """``(B, ...) -> (B, 1, ...)``: L2 norm of each row, shaped to broadcast back."""
+    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _normalized(t: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    return t / _rowwise_norm(t).clamp_min(eps)
+
+
+def _clipped(t: torch.Tensor) -> torch.Tensor:
+    """Scale rows with norm > 1 down to norm 1 (the paper's norm clipping)."""
+    return t / _rowwise_norm(t).clamp_min(1.0)
+
+
+# --------------------------------------------------------------------------------------
+# baselines
+# --------------------------------------------------------------------------------------
+def _gradient(problem: _Problem, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """True objective at ``x`` and its gradient (one forward, one backward pass)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        value, _ = problem.surrogate.real(lambda: problem.evaluate(x))
+        (grad,) = torch.autograd.grad(value.sum(), x)
+    return value.detach(), grad
+
+
+def _run_gradient(
+    problem: _Problem, method: str, steps: int, lr: float, config: Any, bar: tqdm
+) -> dict[str, Any]:
+    x = problem.best_x.clone()
+    m = torch.zeros_like(x)
+    v = torch.zeros_like(x)
+    last_check = problem.initial_value.clone()
+    info: dict[str, Any] = {"lr": lr}
+    for t in range(1, steps + 1):
+        value, grad = _gradient(problem, x)
+        problem.offer(x, value)
+        if method == "gd" or method == "restart_gd" or method == "perturbed_gd":
+            x = x + lr * _normalized(grad)
+        elif method == "pgd":
+            x = x + lr * grad.sign()
+        elif method == "fgsm":
+            x = torch.where(grad > 0, problem.hi, torch.where(grad < 0, problem.lo, x))
+        elif method == "adam":
+            b1, b2 = config.beta1, config.beta2
+            m = b1 * m + (1 - b1) * grad
+            v = b2 * v + (1 - b2) * grad * grad
+            m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+            x = x + lr * m_hat / (v_hat.sqrt() + config.eps)
+        x = problem.project(x)
+        if method == "restart_gd" and t % config.restart_every == 0:
+            x = problem.uniform()
+        elif method == "perturbed_gd" and t % config.perturb_freq == 0:
+            stalled = (value <= last_check).view(-1, *([1] * (x.dim() - 1)))
+            width = torch.where(torch.isfinite(problem.hi - problem.lo), problem.hi - problem.lo, 2.0)
+            kick = torch.randn(x.shape, generator=problem.generator, device=x.device, dtype=x.dtype)
+            x = problem.project(torch.where(stalled, x + config.noise_scale * width * kick, x))
+            last_check = torch.maximum(last_check, value)
+        problem.record()
+        bar.update()
+    final, _ = problem.true_value(x)
+    problem.offer(x, final)
+    if problem.history is not None:
+        problem.history[-1] = problem.best_value.clone()
+    return info
+
+
+def _run_random(problem: _Problem, steps: int, bar: tqdm) -> dict[str, Any]:
+    for _ in range(steps):
+        x = problem.uniform()
+        value, _ = problem.true_value(x)
+        problem.offer(x, value)
+        problem.record()
+        bar.update()
+    return {}
+
+
+# --------------------------------------------------------------------------------------
+# ADR (METHOD.md, ingredients 1-6)
+# --------------------------------------------------------------------------------------
+def _eta_from_pattern(signs: Sequence[torch.Tensor], delta: float, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Ingredient 1: ``eta = 0.5 - delta * sign(z)``; ``z <= 0`` counts as off."""
+    return [0.5 + delta * (1.0 - 2.0 * s.to(dtype)) for s in signs]
+
+
+def _gates(eta: Sequence[torch.Tensor], alpha: float) -> list[torch.Tensor]:
+    """Ingredient 2: ``g(eta) = sigmoid(alpha * (0.5 - eta))``; ``eta < 0.5`` is on."""
+    return [torch.sigmoid(alpha * (0.5 - e)) for e in eta]
+
+
+def _consistency(
+    zs: Sequence[torch.Tensor], eta: Sequence[torch.Tensor], cfg: ADRConfig
+) -> torch.Tensor:
+    """Ingredient 3: ``C(x, eta)``, ``(B,)``; zero iff every gate agrees with its ``z``.
+
+    ``zs`` are the surrogate's own pre-activations: when every gate agrees with the
+    sign of its pre-activation computed under the gated pattern, that pattern is the
+    real one at ``x`` and ``f_hat == f`` (Prop. 5.1), so this is the feasibility
+    condition itself, read off the one surrogate pass.
+    """
+    total = zs[0].new_zeros(zs[0].shape[0])
+    for z, e in zip(zs, eta, strict=True):
+        z = z.flatten(1)
+        e = e.flatten(1)
+        if cfg.normalization == "layer":
+            z = z / z.detach().pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-12)
+        violation = torch.relu(z) * torch.relu(e - 0.5) + torch.relu(-z) * torch.relu(0.5 - e)
+        total = total + (violation.amax(dim=1) if cfg.aggregate == "max" else violation.sum(dim=1))
+    return total
+
+
+def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm) -> dict[str, Any]:
+    x = problem.best_x.clone()
+    dtype = x.dtype
+    eta = _eta_from_pattern(problem.signs0, cfg.delta, dtype)
+    _self_check(problem, x)
+    c = torch.full((problem.batch,), cfg.c_init, dtype=dtype, device=x.device)
+    scale = torch.ones_like(c)
+    if cfg.objective_scale == "grad":
+        _, g0 = _gradient(problem, x)
+        scale = g0.flatten(1).norm(dim=1).clamp_min(1e-12)
+    kicks = 0
+    for t in range(1, steps + 1):
+        # Ingredient 6: score the iterate under the real network (no graph needed).
+        value, signs = problem.true_value(x)
+        problem.offer(x, value)
+        if cfg.resync_freq and t % cfg.resync_freq == 0:
+            eta = _eta_from_pattern(signs, cfg.delta, dtype)
+
+        # Ingredient 4: L(x, eta) = -J_hat(x, eta) + c * C(x, eta).
+        x_var = x.detach().requires_grad_(True)
+        eta_var = [e.detach().requires_grad_(cfg.use_eta_step) for e in eta]
+        with torch.enable_grad():
+            j_hat, zs = problem.surrogate.gated(
+                lambda: problem.evaluate(x_var), _gates(eta_var, cfg.alpha)
+            )
+            violation = _consistency(zs, eta_var, cfg)
+            lagrangian = -j_hat / scale
+            if cfg.use_constraint:
+                lagrangian = lagrangian + c * violation
+            inputs = [x_var] + (eta_var if cfg.use_eta_step else [])
+            grads = torch.autograd.grad(lagrangian.sum(), inputs, allow_unused=True)
+        gx = grads[0] if grads[0] is not None else torch.zeros_like(x)
+
+        # Ingredient 5: updates of x, eta and c.
+        x = problem.project(x - lr * _clipped(gx))
+        if cfg.use_eta_step:
+            geta = [g if g is not None else torch.zeros_like(e) for g, e in zip(grads[1:], eta, strict=True)]
+            flat = torch.cat([g.flatten(1) for g in geta], dim=1)
+            norm = flat.norm(dim=1)
+            scale = 1.0 / (norm.clamp_min(1e-30) if cfg.eta_step == "normalize" else norm.clamp_min(1.0))
+            step = [cfg.lr_eta * scale.view(-1, *([1] * (g.dim() - 1))) * g for g in geta]
+        else:
+            norm = torch.zeros(problem.batch, dtype=dtype, device=x.device)
+            step = [torch.zeros_like(e) for e in eta]
+        if cfg.use_noise and t % cfg.perturb_freq == 0:
+            stuck = norm < cfg.grad_threshold if cfg.eta_step == "clip" else torch.ones_like(norm, dtype=torch.bool)
+            if stuck.any():
+                kicks += int(stuck.sum())
+                for k, e in enumerate(eta):
+                    noise = torch.randn(e.shape, generator=problem.generator, device=e.device, dtype=dtype)
+                    step[k] = step[k] - cfg.noise_scale * noise * stuck.view(-1, *([1] * (e.dim() - 1)))
+        eta = [(e - s).clamp(cfg.eta_min, cfg.eta_max) for e, s in zip(eta, step, strict=True)]
+        violated = violation.detach() > 0
+        c = torch.where(violated, c + cfg.lr_c * violation.detach(), c * (1.0 - cfg.lr_c))
+        c = c.clamp(cfg.c_min, cfg.c_max)
+        if cfg.restart_every and t % cfg.restart_every == 0:
+            x = problem.uniform()
+            _, signs = problem.true_value(x)
+            eta = _eta_from_pattern(signs, cfg.delta, dtype)
+            c = torch.full_like(c, cfg.c_init)
+        problem.record()
+        bar.update()
+    final, _ = problem.true_value(x)
+    problem.offer(x, final)
+    if problem.history is not None:
+        problem.history[-1] = problem.best_value.clone()
+    return {"lr": lr, "noise_kicks": kicks, "config": dataclasses.asdict(cfg)}
+
+
+def _self_check(problem: _Problem, x: torch.Tensor) -> None:
+    """Prop. 5.1: with gates equal to the real pattern the surrogate *is* the network.
+
+    Uses hard 0/1 gates, so the check does not depend on ``alpha``.
+    """
+    hard = [s.to(x.dtype) for s in problem.signs0]
+    with torch.no_grad():
+        j_hat, _ = problem.surrogate.gated(lambda: problem.evaluate(x), hard)
+    ref = problem.initial_value
+    rtol = 1e-9 if ref.dtype == torch.float64 else 1e-4
+    if not torch.all((j_hat - ref).abs() <= rtol * (1.0 + ref.abs())):
+        worst = (j_hat - ref).abs().max().item()
+        raise NonReluNetworkError(
+            "self-check failed: the sigmoid surrogate with the network's own activation "
+            f"pattern differs from the real output by {worst:.3g} (Prop. 5.1). Likely causes: "
+            "a non-linearity that is not an nn.ReLU module (functional relu, Tanh, ...), a "
+            "stateful or random forward(), or an nn.ReLU module whose output is reused "
+            "elsewhere"
+        )

@@ -1,0 +1,332 @@
+"""See and gate the ReLUs of any PyTorch module (METHOD.md, ingredients 1-2).
+
+ADR needs two views of one network: the *real* network ``f(x)`` (to read the
+activation pattern and score iterates) and the *sigmoid-surrogate* ``f_hat(x, eta)``
+in which every ``relu(z)`` becomes ``g(eta) * z``. Rather than rebuilding the
+network (the public proof of concept converts convolutions to dense layers), this
+module attaches temporary hooks to the user's ``nn.ReLU`` modules, so MLPs, CNNs
+and residual blocks are all handled with memory linear in the activations.
+
+A ReLU *site* is one call of one ``nn.ReLU`` module during a forward pass, so a
+module reused at several places gets one gate tensor per place.
+
+:class:`ReluSurrogate` is a context manager: on entry it puts the network in eval
+mode, freezes its parameters and installs the hooks; on exit (also after an
+exception) it restores every ``training`` flag and ``requires_grad`` exactly and
+removes its hooks, so the user's network is left as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = [
+    "NonReluNetworkError",
+    "ReluSite",
+    "ReluSurrogate",
+    "find_relus",
+]
+
+# Element-wise non-linearities that ADR cannot relax when they are called outside an
+# ``nn.ReLU`` module. Max-pooling is deliberately absent: it is piecewise linear and
+# its switches are treated like the rest of the (locally linear) network.
+_FUNCTIONAL_NONLINEARITIES: dict[Callable[..., Any], str] = {}
+for _name in (
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "elu",
+    "elu_",
+    "selu",
+    "celu",
+    "gelu",
+    "silu",
+    "mish",
+    "softplus",
+    "hardtanh",
+    "hardswish",
+    "hardsigmoid",
+    "tanh",
+    "sigmoid",
+    "threshold",
+    "prelu",
+    "rrelu",
+):
+    for _namespace, _label in ((torch, "torch"), (torch.nn.functional, "F"), (torch.Tensor, "Tensor")):
+        _fn = getattr(_namespace, _name, None)
+        if _fn is not None:
+            _FUNCTIONAL_NONLINEARITIES[_fn] = f"{_label}.{_name}"
+
+_ACTIVATION_MODULES = (
+    nn.ELU,
+    nn.GELU,
+    nn.Hardsigmoid,
+    nn.Hardswish,
+    nn.Hardtanh,
+    nn.LeakyReLU,
+    nn.Mish,
+    nn.PReLU,
+    nn.ReLU6,
+    nn.RReLU,
+    nn.SELU,
+    nn.CELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Tanh,
+)
+
+
+class NonReluNetworkError(ValueError):
+    """The network is not a ReLU network that ADR can relax (see the message)."""
+
+
+@dataclass(frozen=True)
+class ReluSite:
+    """One call of an ``nn.ReLU`` module during a forward pass.
+
+    :param name: qualified module name, with ``#k`` for the k-th reuse of a module.
+    :param shape: per-problem shape of the pre-activation (batch dimension removed).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+
+
+def find_relus(modules: Sequence[nn.Module]) -> list[tuple[str, nn.ReLU]]:
+    """Return ``(qualified name, module)`` for every ``nn.ReLU`` inside ``modules``.
+
+    :raises NonReluNetworkError: if there is none, or if the network holds other
+        activation modules (Tanh, GELU, ...), which ADR cannot relax.
+    """
+    relus: list[tuple[str, nn.ReLU]] = []
+    seen: set[int] = set()
+    for k, root in enumerate(modules):
+        prefix = f"[{k}]." if len(modules) > 1 else ""
+        for name, module in root.named_modules():
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            if isinstance(module, nn.ReLU):
+                relus.append((prefix + (name or type(root).__name__), module))
+            elif isinstance(module, _ACTIVATION_MODULES):
+                raise NonReluNetworkError(
+                    f"module {prefix + name!r} is a {type(module).__name__}; ADR relaxes only "
+                    "nn.ReLU activations (the network must be piecewise linear)"
+                )
+    if not relus:
+        raise NonReluNetworkError(
+            "the network has no nn.ReLU modules; ADR relaxes ReLUs that are nn.ReLU modules. "
+            "If the network calls F.relu/torch.relu in forward(), replace those calls with "
+            "nn.ReLU() modules"
+        )
+    return relus
+
+
+class _NonlinearityScan(TorchFunctionMode):
+    """Record element-wise non-linearities called outside the hooked ReLU modules."""
+
+    def __init__(self, surrogate: ReluSurrogate) -> None:
+        super().__init__()
+        self.surrogate = surrogate
+        self.found: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        label = _FUNCTIONAL_NONLINEARITIES.get(func)
+        if label is not None and self.surrogate._network_depth > 0 and not self.surrogate._in_relu:
+            self.found.append(label)
+        return func(*args, **(kwargs or {}))
+
+
+class ReluSurrogate:
+    """Context manager exposing the real and the gated (sigmoid-surrogate) network.
+
+    Inside the context, every evaluation goes through :meth:`real` or :meth:`gated`::
+
+        with ReluSurrogate([net]) as s:
+            value, signs = s.real(lambda: net(x))           # real ReLUs, records z > 0
+            out, zs = s.gated(lambda: net(x), gates)        # relu(z) -> gates[i] * z
+
+    :param modules: the module(s) whose ``nn.ReLU`` sites are relaxed. Other code
+        in the evaluated callable (an objective on the output, a critic's input
+        concatenation) is left alone.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        if isinstance(modules, nn.Module):
+            modules = [modules]
+        if not modules or not all(isinstance(m, nn.Module) for m in modules):
+            raise TypeError("network must be an nn.Module or a non-empty sequence of nn.Module")
+        self.modules = list(modules)
+        self.relus = find_relus(self.modules)
+        self._names = {id(m): n for n, m in self.relus}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._saved_training: list[tuple[nn.Module, bool]] = []
+        self._saved_requires_grad: list[tuple[nn.Parameter, bool]] = []
+        self._mode: str = "off"
+        self._gates: Sequence[torch.Tensor] = ()
+        self._records: list[torch.Tensor] = []
+        self._site_names: list[str] = []
+        self._calls: dict[int, int] = {}
+        self._in_relu = False
+        self._network_depth = 0
+        self.sites: list[ReluSite] | None = None
+
+    # -- context management: the user's network is restored exactly on exit ----------
+    def __enter__(self) -> ReluSurrogate:
+        try:
+            for root in self.modules:
+                for module in root.modules():
+                    self._saved_training.append((module, module.training))
+                for p in root.parameters():
+                    self._saved_requires_grad.append((p, p.requires_grad))
+            for root in self.modules:
+                root.eval()  # dropout/batch-norm statistics must not move during optimization
+                for p in root.parameters():
+                    p.requires_grad_(False)  # gradients are taken w.r.t. the input only
+                self._handles.append(root.register_forward_pre_hook(self._enter_network))
+                self._handles.append(root.register_forward_hook(self._leave_network))
+            for _, relu in self.relus:
+                self._handles.append(relu.register_forward_pre_hook(self._pre_hook))
+                self._handles.append(relu.register_forward_hook(self._post_hook))
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for module, training in self._saved_training:
+            module.training = training
+        for p, requires_grad in self._saved_requires_grad:
+            p.requires_grad_(requires_grad)
+        self._saved_training.clear()
+        self._saved_requires_grad.clear()
+
+    # -- hooks -----------------------------------------------------------------------
+    def _enter_network(self, module: nn.Module, args: Any) -> None:
+        self._network_depth += 1
+
+    def _leave_network(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._network_depth -= 1
+
+    def _pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> Any:
+        self._in_relu = True
+        (z,) = args
+        k = self._calls.get(id(module), 0)
+        self._calls[id(module)] = k + 1
+        name = self._names[id(module)] + (f"#{k}" if k else "")
+        self._site_names.append(name)
+        if self._mode == "real":
+            self._records.append(z > 0)  # before an inplace ReLU overwrites z
+            return None
+        if self._mode == "gated":
+            self._records.append(z)
+            if getattr(module, "inplace", False):
+                return (z.clone(),)  # the inplace op must not clobber z, which we reuse
+        return None
+
+    def _post_hook(self, module: nn.Module, args: Any, output: torch.Tensor) -> Any:
+        self._in_relu = False
+        if self._mode != "gated":
+            return None
+        i = len(self._records) - 1
+        if i >= len(self._gates):
+            raise NonReluNetworkError(
+                "the network calls more ReLU sites than it did at initialization "
+                "(data-dependent control flow is not supported)"
+            )
+        z = self._records[i]
+        gate = self._gates[i]
+        if gate.shape[1:] != z.shape[1:]:
+            raise NonReluNetworkError(
+                f"ReLU site {self._site_names[i]!r} changed shape from {tuple(gate.shape[1:])} "
+                f"to {tuple(z.shape[1:])} between calls"
+            )
+        return gate * z
+
+    @contextlib.contextmanager
+    def _evaluation(self, mode: str, gates: Sequence[torch.Tensor] = ()) -> Iterator[None]:
+        self._mode, self._gates = mode, gates
+        self._records, self._site_names, self._calls = [], [], {}
+        self._in_relu, self._network_depth = False, 0
+        try:
+            yield
+        finally:
+            self._mode, self._gates = "off", ()
+
+    # -- evaluations -------------------------------------------------------------------
+    def real(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Evaluate ``fn`` with real ReLUs; also return each site's pattern ``z > 0``."""
+        with self._evaluation("real"):
+            out = fn()
+            records = self._records
+        self._check_sites(records)
+        return out, records
+
+    def gated(
+        self, fn: Callable[[], torch.Tensor], gates: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Evaluate ``fn`` with ``relu(z) -> gates[i] * z``; also return each site's ``z``.
+
+        :param gates: one tensor per site, shaped like that site's pre-activation
+            ``(B, *site.shape)``, values in [0, 1].
+        """
+        with self._evaluation("gated", gates):
+            out = fn()
+            records = self._records
+        if len(records) != len(gates):
+            raise NonReluNetworkError(
+                f"the network called {len(records)} ReLU sites but {len(gates)} gates were "
+                "given (data-dependent control flow is not supported)"
+            )
+        return out, records
+
+    def _check_sites(self, records: list[torch.Tensor]) -> None:
+        sites = [
+            ReluSite(n, tuple(r.shape[1:])) for n, r in zip(self._site_names, records, strict=True)
+        ]
+        if not sites:
+            raise NonReluNetworkError(
+                "evaluating the objective called none of the network's nn.ReLU modules; pass "
+                "the module the objective actually uses as `network`"
+            )
+        if self.sites is None:
+            self.sites = sites
+        elif [s.shape for s in sites] != [s.shape for s in self.sites]:
+            raise NonReluNetworkError(
+                "the network's ReLU call sequence changed between calls "
+                "(data-dependent control flow is not supported)"
+            )
+
+    def scan_nonlinearities(self, fn: Callable[[], torch.Tensor]) -> None:
+        """Raise if ``fn`` calls an element-wise non-linearity inside the network that
+        is not an ``nn.ReLU`` module (e.g. ``F.relu`` or ``torch.tanh`` in ``forward``).
+
+        Such a call is invisible to the hooks: the surrogate would silently keep it
+        unrelaxed, so ADR's activation variables would not describe the network.
+        """
+        scan = _NonlinearityScan(self)
+        with self._evaluation("off"), scan:
+            fn()
+        if scan.found:
+            found = sorted(set(scan.found))
+            raise NonReluNetworkError(
+                f"the network calls {', '.join(found)} in its forward(); ADR can only relax "
+                "ReLUs that are nn.ReLU modules. Replace functional calls such as F.relu(x) "
+                "with an nn.ReLU() module (other non-linearities are not supported)"
+            )

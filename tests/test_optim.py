@@ -1,0 +1,328 @@
+"""Tests of ``adr_rl.maximize``: values, invariants, errors and the user's network state."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stable_baselines3.common.torch_layers import NatureCNN
+from torch import nn
+
+from adr_rl import METHODS, ADRConfig, NonReluNetworkError, ReluSurrogate, maximize
+from tests.nets import FunctionalReluNet, SharedReluNet, SmallResNet, mlp
+
+DETERMINISTIC = ("gd", "pgd", "fgsm", "adam")
+FAST = dict(steps=15)
+
+
+def _rand(shape, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g, dtype=dtype) * 2 - 1).to(dtype)
+
+
+# -- the surrogate reproduces the network at its own pattern (Prop. 5.1) ---------------
+@pytest.mark.parametrize(
+    "net, shape",
+    [
+        (mlp(), (5, 4)),
+        (mlp(inplace=True), (5, 4)),
+        (SmallResNet(), (3, 3, 8, 8)),
+        (SharedReluNet(), (4, 3)),
+    ],
+    ids=["mlp", "mlp-inplace", "resnet", "shared-relu"],
+)
+def test_surrogate_equals_network_at_its_pattern(net, shape):
+    x = _rand(shape)
+    expected = net(x)
+    with ReluSurrogate(net) as s:
+        real, signs = s.real(lambda: net(x))
+        hard, zs = s.gated(lambda: net(x), [p.float() for p in signs])
+        soft, _ = s.gated(lambda: net(x), [torch.sigmoid(20.0 * (2 * p.float() - 1)) for p in signs])
+        off, _ = s.gated(lambda: net(x), [torch.zeros_like(p, dtype=torch.float32) for p in signs])
+    torch.testing.assert_close(real, expected)
+    torch.testing.assert_close(hard, expected)
+    torch.testing.assert_close(soft, expected, rtol=1e-5, atol=1e-5)
+    assert len(signs) == len(zs) == len(s.sites)
+    # All gates off: the network is affine with the ReLU outputs replaced by zero.
+    assert not torch.allclose(off, expected)
+
+
+def test_nature_cnn_sites_and_self_check():
+    from gymnasium import spaces
+
+    space = spaces.Box(0, 255, (3, 64, 64), dtype="uint8")
+    torch.manual_seed(0)
+    cnn = NatureCNN(space, features_dim=16)
+    x = torch.rand(2, 3, 64, 64)
+    with ReluSurrogate(cnn) as s:
+        _, signs = s.real(lambda: cnn(x))
+        out, _ = s.gated(lambda: cnn(x), [p.float() for p in signs])
+    assert [site.shape for site in s.sites] == [(32, 15, 15), (64, 6, 6), (64, 4, 4), (16,)]
+    torch.testing.assert_close(out, cnn(x))
+    res = maximize(lambda x: cnn(x).sum(1), x, 0.0, 1.0, steps=3, method="adr", network=cnn)
+    assert (res.value >= res.initial_value).all()
+
+
+# -- results: inside the box, never worse than x0 ----------------------------------------
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.sampled_from(METHODS),
+    seed=st.integers(0, 10_000),
+    batch=st.integers(1, 4),
+    half_width=st.floats(0.0, 2.0),
+)
+def test_result_inside_box_and_never_worse(method, seed, batch, half_width):
+    net = mlp(seed=seed % 7)
+    center = _rand((batch, 4), seed)
+    lower = center - half_width
+    upper = center + torch.linspace(0, half_width, 4)  # per-coordinate tensor bounds
+    res = maximize(net, center, lower, upper, steps=12, method=method, seed=seed)
+    assert res.x.shape == center.shape and res.x.dtype == center.dtype
+    assert (res.x >= lower).all() and (res.x <= upper).all()
+    assert (res.value >= res.initial_value).all()
+    torch.testing.assert_close(res.value, net(res.x).squeeze(1))  # the TRUE value at res.x
+    torch.testing.assert_close(res.initial_value, net(center).squeeze(1))
+
+
+@pytest.mark.parametrize("method", ["adr", "adr_ns", "gd", "adam", "restart_gd", "perturbed_gd"])
+def test_methods_improve_a_random_network(method):
+    from eval.bench_random_relu import random_relu_net
+
+    net = random_relu_net((10, 64, 64, 1), seed=3)
+    x0 = torch.zeros(2, 10)
+    res = maximize(net, x0, -1.0, 1.0, steps=200, method=method, seed=0)
+    assert (res.value > res.initial_value + 1.0).all()
+
+
+def test_history_is_monotone_and_ends_at_value():
+    net = mlp()
+    res = maximize(net, _rand((3, 4)), -1.0, 1.0, steps=20, method="adr", record_history=True)
+    assert res.history.shape == (21, 3)
+    assert (res.history[1:] >= res.history[:-1]).all()
+    torch.testing.assert_close(res.history[-1], res.value)
+    torch.testing.assert_close(res.history[0], res.initial_value)
+
+
+def test_objective_callable_with_network_kwarg():
+    """A critic-like function: the optimized input is only part of the network's input."""
+    critic = mlp((3 + 2, 32, 32, 1), seed=1)
+    s = _rand((6, 3), seed=2)
+    a0 = _rand((6, 2), seed=3) * 0.5
+    q = lambda a: critic(torch.cat([s, a], dim=1))  # noqa: E731
+    res = maximize(q, a0, -1.0, 1.0, steps=30, method="adr", network=critic, seed=0)
+    assert (res.value >= q(a0).squeeze(1) - 1e-6).all()
+    torch.testing.assert_close(res.value, q(res.x).squeeze(1))
+
+
+def test_objective_reduces_multi_output():
+    net = mlp((4, 16, 3))
+    x0 = _rand((2, 4))
+    res = maximize(net, x0, -1.0, 1.0, steps=10, method="gd", objective=lambda out, x: out[:, 1] - out[:, 0])
+    out = net(res.x)
+    torch.testing.assert_close(res.value, out[:, 1] - out[:, 0])
+
+
+# -- batching and reproducibility --------------------------------------------------------
+@pytest.mark.parametrize("method", DETERMINISTIC + ("adr",))
+def test_batched_call_equals_per_problem_calls(method):
+    net = mlp(dtype=torch.float64)
+    x0 = _rand((5, 4), dtype=torch.float64) * 0.5
+    config = ADRConfig(use_noise=False) if method == "adr" else None
+    batched = maximize(net, x0, -1.0, 1.0, steps=25, method=method, config=config)
+    for i in range(5):
+        single = maximize(net, x0[i : i + 1], -1.0, 1.0, steps=25, method=method, config=config)
+        torch.testing.assert_close(single.x[0], batched.x[i])
+        torch.testing.assert_close(single.value[0], batched.value[i])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_seeded_runs_are_reproducible(method):
+    net = mlp()
+    x0 = _rand((3, 4))
+    a = maximize(net, x0, -1.0, 1.0, steps=40, method=method, seed=7)
+    b = maximize(net, x0, -1.0, 1.0, steps=40, method=method, seed=7)
+    assert torch.equal(a.x, b.x) and torch.equal(a.value, b.value)
+
+
+def test_seed_changes_randomized_methods():
+    net = mlp((4, 32, 32, 1), seed=2)
+    x0 = torch.zeros(4, 4)
+    a = maximize(net, x0, -1.0, 1.0, steps=60, method="random", seed=1)
+    b = maximize(net, x0, -1.0, 1.0, steps=60, method="random", seed=2)
+    assert not torch.equal(a.x, b.x)
+
+
+def test_fgsm_moves_to_the_corner_the_gradient_points_at():
+    lin = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    with torch.no_grad():
+        lin[0].weight.copy_(torch.eye(4, 3))
+        lin[0].bias.fill_(1.0)
+        lin[2].weight.copy_(torch.tensor([[1.0, -1.0, 2.0, 0.0]]))
+        lin[2].bias.zero_()
+    x0 = torch.zeros(1, 3)
+    res = maximize(lin, x0, -0.5, 0.5, method="fgsm")
+    torch.testing.assert_close(res.x, torch.tensor([[0.5, -0.5, 0.5]]))
+    assert res.steps == 1
+
+
+# -- errors ----------------------------------------------------------------------------
+def test_error_network_without_relu():
+    with pytest.raises(NonReluNetworkError, match="no nn.ReLU"):
+        maximize(nn.Sequential(nn.Linear(3, 1)), torch.zeros(1, 3), -1.0, 1.0, steps=2)
+
+
+def test_error_other_activation_module():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+    with pytest.raises(NonReluNetworkError, match="Tanh"):
+        maximize(net, torch.zeros(1, 3), -1.0, 1.0, steps=2)
+
+
+@pytest.mark.parametrize("method", ["adr", "gd"])
+def test_error_functional_relu(method):
+    with pytest.raises(NonReluNetworkError, match="F.relu"):
+        maximize(FunctionalReluNet(), torch.zeros(1, 3), -1.0, 1.0, steps=2, method=method)
+
+
+def test_error_functional_relu_only():
+    class OnlyFunctional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(3, 4), nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.l2(torch.relu(self.l1(x)))
+
+    with pytest.raises(NonReluNetworkError, match="no nn.ReLU"):
+        maximize(OnlyFunctional(), torch.zeros(1, 3), -1.0, 1.0, steps=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(lower=torch.zeros(3), upper=1.0), ValueError, "does not broadcast"),
+        (dict(lower=-1.0, upper=torch.ones(2, 7)), ValueError, "does not broadcast"),
+        (dict(lower=1.0, upper=-1.0), ValueError, "lower > upper"),
+        (dict(lower=0.5, upper=1.0), ValueError, "outside"),
+        (dict(steps=-1), ValueError, "steps"),
+        (dict(method="sgd"), ValueError, "unknown method"),
+        (dict(lr=-0.1), ValueError, "lr"),
+        (dict(method="adam", config=ADRConfig()), TypeError, "AdamConfig"),
+        (dict(lower=float("nan")), ValueError, "NaN"),
+    ],
+)
+def test_errors_name_the_problem(kwargs, error, match):
+    net = mlp()
+    kwargs = {"lower": -1.0, "upper": 1.0, "steps": 2} | kwargs
+    with pytest.raises(error, match=match):
+        maximize(net, torch.zeros(2, 4), **kwargs)
+
+
+def test_error_nan_and_dtype_and_shape_of_x0():
+    net = mlp()
+    with pytest.raises(ValueError, match="NaN"):
+        maximize(net, torch.tensor([[0.0, float("nan"), 0.0, 0.0]]), -1.0, 1.0)
+    with pytest.raises(TypeError, match="floating-point"):
+        maximize(net, torch.zeros(1, 4, dtype=torch.int64), -1, 1)
+    with pytest.raises(ValueError, match="batch dimension"):
+        maximize(net, torch.zeros(4), -1.0, 1.0)
+    with pytest.raises(ValueError, match=r"shape \(B,\)"):
+        maximize(mlp((4, 8, 3)), torch.zeros(2, 4), -1.0, 1.0, steps=2)
+
+
+def test_error_unbounded_box_for_sampling_methods():
+    with pytest.raises(ValueError, match="finite"):
+        maximize(mlp(), torch.zeros(1, 4), method="random", steps=2)
+
+
+def test_unbounded_box_is_fine_for_gradient_methods():
+    res = maximize(mlp(), torch.zeros(1, 4), method="gd", steps=5)
+    assert torch.isfinite(res.x).all()
+
+
+# -- the user's network is left exactly as it was -----------------------------------------
+def _snapshot(net: nn.Module):
+    return {
+        "state": copy.deepcopy(net.state_dict()),
+        "requires_grad": [p.requires_grad for p in net.parameters()],
+        "grad": [None if p.grad is None else p.grad.clone() for p in net.parameters()],
+        "training": [m.training for m in net.modules()],
+        "hooks": [
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in net.modules()
+        ],
+    }
+
+
+def _prepare_user_network():
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1))
+    net.train()
+    net[3].eval()  # a mixed training state must survive exactly
+    net[0].weight.requires_grad_(False)
+    net(torch.randn(2, 4)).sum().backward()  # leaves .grad on the trainable parameters
+    calls = []
+    net[4].register_forward_hook(lambda m, i, o: calls.append(1))
+    return net, calls
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_network_state_untouched(method):
+    net, calls = _prepare_user_network()
+    before = _snapshot(net)
+    maximize(net, torch.zeros(2, 4), -1.0, 1.0, steps=5, method=method)
+    after = _snapshot(net)
+    for key in ("requires_grad", "training", "hooks"):
+        assert before[key] == after[key], key
+    for k in before["state"]:
+        assert torch.equal(before["state"][k], after["state"][k])
+    for g0, g1 in zip(before["grad"], after["grad"], strict=True):
+        assert (g0 is None and g1 is None) or torch.equal(g0, g1)
+    n = len(calls)
+    net(torch.zeros(1, 4))
+    assert len(calls) == n + 1  # the user's hook still fires
+
+
+def test_network_state_untouched_after_exception():
+    net, _ = _prepare_user_network()
+    before = _snapshot(net)
+    count = {"n": 0}
+
+    def objective(out, x):
+        count["n"] += 1
+        if count["n"] == 6:
+            raise RuntimeError("boom")
+        return out.squeeze(1)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        maximize(net, torch.zeros(2, 4), -1.0, 1.0, steps=10, method="adr", objective=objective)
+    after = _snapshot(net)
+    for key in ("requires_grad", "training", "hooks"):
+        assert before[key] == after[key], key
+    for k in before["state"]:
+        assert torch.equal(before["state"][k], after["state"][k])
+
+
+def test_dropout_is_off_during_optimization():
+    """Eval mode inside: a net in train mode with dropout gives a deterministic answer."""
+    net, _ = _prepare_user_network()
+    a = maximize(net, torch.zeros(2, 4), -1.0, 1.0, steps=10, method="gd")
+    b = maximize(net, torch.zeros(2, 4), -1.0, 1.0, steps=10, method="gd")
+    assert torch.equal(a.x, b.x)
+    net.eval()
+    torch.testing.assert_close(a.value, net(a.x).squeeze(1))
+
+
+# -- CUDA ------------------------------------------------------------------------------
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["adr", "gd", "pgd", "adam"])
+def test_cuda_matches_cpu(method):
+    net = mlp(dtype=torch.float64)
+    x0 = _rand((4, 4), dtype=torch.float64) * 0.5
+    config = ADRConfig(use_noise=False) if method == "adr" else None
+    cpu = maximize(net, x0, -1.0, 1.0, steps=20, method=method, config=config)
+    gpu = maximize(net.cuda(), x0.cuda(), -1.0, 1.0, steps=20, method=method, config=config)
+    assert gpu.x.device.type == "cuda"
+    torch.testing.assert_close(gpu.x.cpu(), cpu.x, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gpu.value.cpu(), cpu.value, rtol=1e-6, atol=1e-6)
