@@ -1,0 +1,300 @@
+"""Train SB3 PPO on a Procgen game with CleanRL's ``ppo_procgen.py`` hyper-parameters.
+
+Usage (from the repository root)::
+
+    python -m agents.train_ppo_procgen --env coinrun --extractor nature --total-timesteps 25000000
+    python -m agents.train_ppo_procgen --env coinrun --resume runs/<run>/checkpoints/latest.zip
+
+The hyper-parameters follow CleanRL's ``ppo_procgen.py`` (itself Cobbe et al.
+2020, Table 2 of "Leveraging Procedural Generation to Benchmark RL"): 64 envs x
+256 steps, 3 epochs of 8 minibatches, lr 5e-4 annealed linearly, gamma 0.999,
+GAE lambda 0.95, clip 0.2 (policy and value), entropy 0.01, value 0.5, max grad
+norm 0.5, rewards normalized by a running std of the discounted return and
+clipped to [-10, 10]. Training levels are ``envs.procgen.TRAIN_LEVELS``
+(levels 0-199, easy mode).
+
+Writes under ``runs/<env>__<exp>__<seed>__<time>/``: TensorBoard events and
+``progress.csv`` (SB3 logger), ``monitor.csv`` (every training episode), and
+``checkpoints/latest.zip`` + ``checkpoints/latest_vecnormalize.pkl`` every
+``--checkpoint-freq`` env steps (and at the end), which ``--resume`` continues from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import VecNormalize
+from tqdm import tqdm
+
+from adr_rl.extractors import cnn_policy_kwargs
+from envs.procgen import TRAIN_LEVELS, make_procgen_vec_env
+
+
+@dataclass
+class Args:
+    exp_name: str = "ppo_procgen"
+    """name of this experiment, part of the run name"""
+    env: str = "coinrun"
+    """Procgen game (e.g. coinrun, fruitbot)"""
+    extractor: str = "nature"
+    """features extractor: nature (SB3 NatureCNN) or impala (IMPALA CNN, ~10x slower on CPU)"""
+    seed: int = 1
+    """seed of PyTorch, SB3 and the training level sequence"""
+    total_timesteps: int = 25_000_000
+    """total env steps, counted across resumes (CleanRL / Cobbe et al.: 25M)"""
+    num_envs: int = 64
+    """number of parallel envs (CleanRL: 64)"""
+    num_steps: int = 256
+    """steps per env per rollout (CleanRL: 256)"""
+    learning_rate: float = 5e-4
+    """Adam learning rate (CleanRL: 5e-4)"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 over total_timesteps (CleanRL: True)"""
+    gamma: float = 0.999
+    """discount factor (CleanRL: 0.999)"""
+    gae_lambda: float = 0.95
+    """GAE lambda (CleanRL: 0.95)"""
+    num_minibatches: int = 8
+    """minibatches per epoch (CleanRL: 8)"""
+    update_epochs: int = 3
+    """epochs per rollout (CleanRL: 3)"""
+    clip_coef: float = 0.2
+    """PPO clip range, also used for the value clip (CleanRL: 0.2, clip_vloss=True)"""
+    ent_coef: float = 0.01
+    """entropy coefficient (CleanRL: 0.01)"""
+    vf_coef: float = 0.5
+    """value loss coefficient (CleanRL: 0.5)"""
+    max_grad_norm: float = 0.5
+    """gradient clipping norm (CleanRL: 0.5)"""
+    norm_reward: bool = True
+    """normalize rewards by a running std of returns, clip to [-10, 10] (CleanRL: True)"""
+    distribution_mode: str = "easy"
+    """Procgen difficulty (Cobbe et al. generalization protocol: easy)"""
+    num_levels: int = TRAIN_LEVELS.num_levels
+    """number of training levels (protocol: 200)"""
+    start_level: int = TRAIN_LEVELS.start_level
+    """first training level (protocol: 0)"""
+    checkpoint_freq: int = 262_144
+    """env steps between checkpoints (rounded up to whole rollouts)"""
+    resume: str = ""
+    """path of a checkpoint .zip to continue from (its vecnormalize .pkl is read beside it)"""
+    threads: int = 1
+    """torch.set_num_threads"""
+    device: str = "cpu"
+    """torch device"""
+    runs_dir: str = "runs"
+    """folder of the run folders"""
+    progress_bar: bool = True
+    """show a tqdm progress bar"""
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under dataclass fields (CleanRL / tyro convention)."""
+    docs: dict[str, str] = {}
+    body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+        ):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    docs = _field_docs(Args)
+    for field in dataclasses.fields(Args):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = f"{docs.get(field.name, '')} (default: {field.default})"
+        if field.type in (bool, "bool"):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text
+            )
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(field.type)]
+            parser.add_argument(flag, type=kind, default=field.default, help=help_text)
+    return Args(**vars(parser.parse_args(argv)))
+
+
+class TqdmCallback(BaseCallback):
+    """A tqdm bar over env steps (SB3's own bar needs ``rich``)."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+        self.bar: tqdm | None = None
+
+    def _on_training_start(self) -> None:
+        # Under nohup the bar goes to a log file: refresh rarely to keep it small.
+        interactive = sys.stderr.isatty()
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.model.num_timesteps,
+            unit="step",
+            mininterval=0.5 if interactive else 60.0,
+            dynamic_ncols=interactive,
+        )
+
+    def _on_step(self) -> bool:
+        assert self.bar is not None
+        self.bar.update(self.model.num_timesteps - self.bar.n)
+        return True
+
+    def _on_training_end(self) -> None:
+        assert self.bar is not None
+        self.bar.close()
+
+
+class CheckpointCallback(BaseCallback):
+    """Save model (optimizer included) and reward-normalization stats every ``freq`` steps.
+
+    Files are written to a temporary name and moved into place, so a run killed
+    mid-save keeps its previous checkpoint.
+    """
+
+    def __init__(self, ckpt_dir: Path, freq: int) -> None:
+        super().__init__()
+        self.ckpt_dir = ckpt_dir
+        self.freq = freq
+        self.last_saved = 0
+
+    def _on_training_start(self) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.last_saved = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.model.num_timesteps - self.last_saved >= self.freq:
+            self.save()
+
+    def save(self) -> None:
+        steps = self.model.num_timesteps
+        tmp = self.ckpt_dir / "tmp_latest.zip"
+        self.model.save(tmp)
+        os.replace(tmp, self.ckpt_dir / "latest.zip")
+        venv = self.model.get_vec_normalize_env()
+        if venv is not None:
+            tmp_pkl = self.ckpt_dir / "tmp_latest_vecnormalize.pkl"
+            venv.save(str(tmp_pkl))
+            os.replace(tmp_pkl, self.ckpt_dir / "latest_vecnormalize.pkl")
+        (self.ckpt_dir / "latest.json").write_text(
+            json.dumps({"num_timesteps": steps, "time": time.time()})
+        )
+        self.last_saved = steps
+        print(f"checkpoint: {steps} steps -> {self.ckpt_dir / 'latest.zip'}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.runs_dir) / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
+    flags = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python -m agents.train_ppo_procgen", *flags])
+    (run_dir / "command.txt").write_text(command + "\n")
+    print(f"run: {run_dir}", flush=True)
+
+    venv = make_procgen_vec_env(
+        args.env,
+        args.num_envs,
+        distribution_mode=args.distribution_mode,
+        start_level=args.start_level,
+        num_levels=args.num_levels,
+        seed=args.seed,
+        monitor_filename=str(run_dir / "monitor.csv"),
+    )
+    if args.norm_reward:
+        venv = VecNormalize(
+            venv, norm_obs=False, norm_reward=True, clip_reward=10.0, gamma=args.gamma
+        )
+
+    if args.resume:
+        resume = Path(args.resume)
+        vecnorm_path = resume.with_name(resume.stem + "_vecnormalize.pkl")
+        if args.norm_reward and vecnorm_path.exists():
+            stats = VecNormalize.load(str(vecnorm_path), venv.venv)  # type: ignore[attr-defined]
+            venv.ret_rms = stats.ret_rms  # type: ignore[attr-defined]
+        model = PPO.load(resume, env=venv, device=args.device)
+        print(f"resumed from {resume} at {model.num_timesteps} steps", flush=True)
+    else:
+        batch_size = args.num_envs * args.num_steps
+        if batch_size % args.num_minibatches:
+            raise ValueError("num_envs * num_steps must be divisible by num_minibatches.")
+        lr = (
+            LinearSchedule(args.learning_rate, 0.0, 1.0)
+            if args.anneal_lr
+            else args.learning_rate
+        )
+        model = PPO(
+            "CnnPolicy",
+            venv,
+            learning_rate=lr,
+            n_steps=args.num_steps,
+            batch_size=batch_size // args.num_minibatches,
+            n_epochs=args.update_epochs,
+            gamma=args.gamma,
+            gae_lambda=args.gae_lambda,
+            clip_range=args.clip_coef,
+            clip_range_vf=args.clip_coef,
+            ent_coef=args.ent_coef,
+            vf_coef=args.vf_coef,
+            max_grad_norm=args.max_grad_norm,
+            policy_kwargs=cnn_policy_kwargs(args.extractor),
+            seed=args.seed,
+            device=args.device,
+            verbose=0,
+        )
+    model.set_logger(configure(str(run_dir), ["stdout", "csv", "tensorboard"]))
+
+    remaining = args.total_timesteps - model.num_timesteps
+    checkpoint = CheckpointCallback(run_dir / "checkpoints", args.checkpoint_freq)
+    callbacks: list[BaseCallback] = [checkpoint]
+    if args.progress_bar:
+        callbacks.append(TqdmCallback(args.total_timesteps))
+    start = time.time()
+    start_steps = model.num_timesteps
+    if remaining > 0:
+        # reset_num_timesteps=False keeps counting from the checkpoint and makes SB3
+        # anneal the learning rate over the full total, as in one uninterrupted run.
+        model.learn(
+            total_timesteps=remaining,
+            callback=CallbackList(callbacks),
+            reset_num_timesteps=not args.resume,
+            tb_log_name=run_name,
+        )
+    if checkpoint.last_saved != model.num_timesteps:
+        checkpoint.save()
+    wall = time.time() - start
+    sps = (model.num_timesteps - start_steps) / max(wall, 1e-9)
+    summary = {"num_timesteps": model.num_timesteps, "wall_time_s": wall, "steps_per_s": sps}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"done: {model.num_timesteps} steps, {wall:.0f} s, {sps:.0f} steps/s", flush=True)
+    venv.close()
+    # Keep a copy of the final model next to the run's logs for easy export.
+    shutil.copy(run_dir / "checkpoints" / "latest.zip", run_dir / "final_model.zip")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Evaluate a PPO policy on Procgen and write its model card (JSON + markdown + learning curve).
+
+Plays ``--n-episodes`` episodes on unseen levels and on the training levels with
+the policy, and with a uniformly random policy, and reports each mean return with
+a percentile-bootstrap 95% CI. Usage (from the repository root)::
+
+    python -m eval.eval_procgen_policy --model agents/zoo/ppo_coinrun.zip --env coinrun \\
+        --run-dirs runs/coinrun__ppo_procgen__1__1795377617 \\
+        --card agents/zoo/ppo_coinrun.md --curve agents/zoo/ppo_coinrun_learning_curve.png
+
+Writes ``<out-dir>/eval.json`` (config, seeds, raw per-episode numbers,
+aggregates) and ``<out-dir>/learning_curve.png``, the card and the curve where
+asked, and prints a short table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.utils import set_random_seed  # noqa: E402
+
+from envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS  # noqa: E402
+from eval.rollout import RandomPolicy, rollout, summarize  # noqa: E402
+
+#: Published PPO references (IMPALA CNN, 25M steps, easy mode, test levels):
+#: Cobbe et al. 2020 (Fig. 2 / App. I) and CleanRL's ppo_procgen.py benchmark.
+PUBLISHED_REFERENCE = {"coinrun": "8.5-9.5", "fruitbot": "27-30"}
+
+
+@dataclass
+class Args:
+    model: str = ""
+    """SB3 PPO .zip to evaluate"""
+    env: str = "coinrun"
+    """Procgen game"""
+    n_episodes: int = 200
+    """episodes per split (>= 100 for the model card)"""
+    n_envs: int = 16
+    """parallel envs per rollout"""
+    seed: int = 0
+    """seed of the level sequences, of action sampling and of the bootstrap"""
+    deterministic: bool = False
+    """argmax actions instead of sampling (Procgen agents are usually evaluated sampling)"""
+    run_dirs: list[str] = field(default_factory=list)
+    """training run folders (their progress.csv, command.txt, args.json) in order"""
+    out_dir: str = ""
+    """where eval.json and learning_curve.png go (default runs/eval/<env>__<time>)"""
+    card: str = ""
+    """markdown model card to write (e.g. agents/zoo/ppo_coinrun.md)"""
+    curve: str = ""
+    """learning curve PNG to write beside the card"""
+    resume_command: str = ""
+    """command that continues training, printed in the card"""
+    threads: int = 1
+    """torch.set_num_threads"""
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for f in dataclasses.fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "run_dirs":
+            parser.add_argument(flag, nargs="*", default=[])
+        elif f.type in (bool, "bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "str": str}[str(f.type)]
+            parser.add_argument(flag, type=kind, default=f.default)
+    return Args(**vars(parser.parse_args(argv)))
+
+
+def read_progress(run_dirs: list[str]) -> tuple[list[int], list[float], float]:
+    """Learning curve from SB3 ``progress.csv`` files of consecutive (resumed) runs.
+
+    :return: env steps, mean training return of the last 100 episodes at those
+        steps, and the summed wall time of the runs in seconds.
+    """
+    points: dict[int, float] = {}
+    wall = 0.0
+    for run in run_dirs:
+        path = Path(run) / "progress.csv"
+        if not path.exists():
+            continue
+        elapsed = 0.0
+        with path.open() as f:
+            for row in csv.DictReader(f):
+                if row.get("rollout/ep_rew_mean"):
+                    points[int(row["time/total_timesteps"])] = float(row["rollout/ep_rew_mean"])
+                if row.get("time/time_elapsed"):
+                    elapsed = max(elapsed, float(row["time/time_elapsed"]))
+        wall += elapsed
+    steps = sorted(points)
+    return steps, [points[s] for s in steps], wall
+
+
+def plot_learning_curve(
+    steps: list[int], returns: list[float], title: str, path: Path, references: dict[str, float]
+) -> None:
+    """Mean training return vs env steps, with horizontal reference lines."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, returns, label="PPO, training levels (mean of last 100 episodes)")
+    for name, value in references.items():
+        ax.axhline(value, linestyle="--", linewidth=1, color="gray")
+        ax.annotate(name, (0, value), fontsize=7, color="gray", va="bottom")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_card(path: Path, report: dict[str, Any], curve: str) -> None:
+    train = report["training"]
+    rows = [
+        ("PPO", "unseen", report["results"]["ppo_unseen"]),
+        ("PPO", "train", report["results"]["ppo_train"]),
+        ("random", "unseen", report["results"]["random_unseen"]),
+        ("random", "train", report["results"]["random_train"]),
+    ]
+    env = report["config"]["env"]
+    config = report["config"]
+    levels = {"unseen": config["unseen_levels"], "train": config["train_levels"]}
+    lines = [
+        f"# PPO on Procgen {env} (easy mode): `{Path(report['config']['model']).name}`",
+        "",
+        "| | |",
+        "|---|---|",
+        "| algorithm | Stable-Baselines3 PPO, `CnnPolicy`, CleanRL `ppo_procgen.py` "
+        "hyper-parameters |",
+        f"| features extractor | {train.get('extractor', '?')} |",
+        f"| training command | `{train.get('command', '?')}` |",
+        f"| training seed | {train.get('seed', '?')} |",
+        f"| env steps | {train.get('num_timesteps', '?'):,} |",
+        f"| wall time | {train.get('wall_time_h', 0):.2f} h |",
+        f"| device | {report['config']['device']} |",
+        f"| training levels | {levels['train']['num_levels']} levels from "
+        f"{levels['train']['start_level']} |",
+        "",
+        f"## Returns ({report['config']['n_episodes']} episodes per row, "
+        f"{'argmax' if report['config']['deterministic'] else 'sampled'} actions, "
+        f"eval seed {report['config']['seed']})",
+        "",
+        "| policy | levels | mean return | 95% CI (bootstrap) | std | mean length |",
+        "|---|---|---|---|---|---|",
+    ]
+    for policy, split, s in rows:
+        lv = levels[split]
+        lines.append(
+            f"| {policy} | {split} ({lv['start_level']}+, {lv['num_levels']}) "
+            f"| {s['mean_return']:.2f} | [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}] "
+            f"| {s['std_return']:.2f} | {s['mean_length']:.0f} |"
+        )
+    lines += [
+        f"| published PPO, IMPALA CNN, 25M steps | test | {PUBLISHED_REFERENCE.get(env, '?')} "
+        "| Cobbe et al. 2020; CleanRL | | |",
+        "",
+        f"![learning curve]({curve})" if curve else "",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from stable_baselines3 import PPO",
+        "from envs.procgen import UNSEEN_LEVELS",
+        "from eval.rollout import rollout",
+        "",
+        f'model = PPO.load("agents/zoo/{Path(report["config"]["model"]).name}", device="cpu")',
+        f'result = rollout(model, "{env}", 100, levels=UNSEEN_LEVELS, seed=0)',
+        "```",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        f"python -m eval.eval_procgen_policy --model {report['config']['model']} --env {env} "
+        f"--n-episodes {report['config']['n_episodes']} --seed {report['config']['seed']}",
+        "```",
+    ]
+    if report.get("resume_command"):
+        lines += [
+            "",
+            "## Continue training",
+            "",
+            "```bash",
+            report["resume_command"],
+            "```",
+        ]
+    if report.get("notes"):
+        lines += ["", report["notes"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out_dir = Path(args.out_dir or f"runs/eval/{args.env}__{int(time.time())}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    model = PPO.load(args.model, device="cpu")
+    results: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    for name, policy, levels in (
+        ("ppo_unseen", model, UNSEEN_LEVELS),
+        ("ppo_train", model, TRAIN_LEVELS),
+        ("random_unseen", RandomPolicy(seed=args.seed), UNSEEN_LEVELS),
+        ("random_train", RandomPolicy(seed=args.seed), TRAIN_LEVELS),
+    ):
+        set_random_seed(args.seed)
+        result = rollout(
+            policy,
+            args.env,
+            args.n_episodes,
+            levels=levels,
+            n_envs=args.n_envs,
+            seed=args.seed,
+            deterministic=args.deterministic,
+        )
+        results[name] = summarize(result, seed=args.seed)
+        raw[name] = result.to_dict()
+
+    steps, curve_returns, wall = read_progress(args.run_dirs)
+    training: dict[str, Any] = {
+        "num_timesteps": int(model.num_timesteps),
+        "wall_time_h": wall / 3600,
+    }
+    if args.run_dirs:
+        first = Path(args.run_dirs[0])
+        if (first / "command.txt").exists():
+            training["command"] = (first / "command.txt").read_text().strip()
+        if (first / "args.json").exists():
+            run_args = json.loads((first / "args.json").read_text())
+            training["seed"] = run_args.get("seed")
+            training["extractor"] = {"nature": "SB3 NatureCNN", "impala": "IMPALA CNN"}.get(
+                run_args.get("extractor"), run_args.get("extractor")
+            )
+        training["run_dirs"] = args.run_dirs
+    report = {
+        "config": {
+            **dataclasses.asdict(args),
+            "device": f"CPU ({cpu_name()}), torch threads {args.threads}",
+            "unseen_levels": dataclasses.asdict(UNSEEN_LEVELS),
+            "train_levels": dataclasses.asdict(TRAIN_LEVELS),
+        },
+        "training": training,
+        "results": results,
+        "episodes": raw,
+        "learning_curve": {"steps": steps, "mean_train_return": curve_returns},
+        "resume_command": args.resume_command,
+    }
+    (out_dir / "eval.json").write_text(json.dumps(report, indent=1))
+    refs = {
+        "random (unseen)": results["random_unseen"]["mean_return"],
+        f"PPO eval, unseen ({model.num_timesteps:,} steps)": results["ppo_unseen"]["mean_return"],
+    }
+    title = f"PPO on Procgen {args.env} (easy, 200 training levels)"
+    if steps:
+        plot_learning_curve(steps, curve_returns, title, out_dir / "learning_curve.png", refs)
+        if args.curve:
+            plot_learning_curve(steps, curve_returns, title, Path(args.curve), refs)
+    if args.card:
+        curve_rel = Path(args.curve).name if args.curve and steps else ""
+        write_card(Path(args.card), report, curve_rel)
+
+    print(f"{'policy':<16}{'mean':>8}{'95% CI':>18}{'episodes':>10}")
+    for name, s in results.items():
+        ci = f"[{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]"
+        print(f"{name:<16}{s['mean_return']:>8.2f}{ci:>18}{s['n_episodes']:>10}")
+    print(f"wrote {out_dir / 'eval.json'}" + (f" and {args.card}" if args.card else ""))
+
+
+if __name__ == "__main__":
+    main()

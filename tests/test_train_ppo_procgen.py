@@ -1,0 +1,78 @@
+"""Subprocess smoke tests of agents/train_ppo_procgen.py with a tiny budget, and of resuming."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from stable_baselines3 import PPO
+from stable_baselines3.common.torch_layers import NatureCNN
+
+from adr_rl.extractors import ImpalaCNN
+
+from agents.train_ppo_procgen import Args, parse_args
+
+TINY = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--threads", "1",
+        "--checkpoint-freq", "64", "--no-progress-bar"]
+
+
+def _train(tmp_path: Path, *extra: str) -> Path:
+    cmd = [sys.executable, "-m", "agents.train_ppo_procgen", "--runs-dir", str(tmp_path), *TINY,
+           *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_line = next(line for line in out.stdout.splitlines() if line.startswith("run: "))
+    return Path(run_line.removeprefix("run: "))
+
+
+def test_parse_args_defaults_follow_cleanrl():
+    args = parse_args([])
+    assert args == Args()
+    assert (args.num_envs, args.num_steps, args.update_epochs, args.num_minibatches) == (
+        64, 256, 3, 8
+    )
+    assert (args.learning_rate, args.gamma, args.gae_lambda) == (5e-4, 0.999, 0.95)
+    assert args.clip_coef == 0.2
+    assert (args.ent_coef, args.vf_coef, args.max_grad_norm, args.threads) == (0.01, 0.5, 0.5, 1)
+    flipped = parse_args(["--no-anneal-lr", "--env", "fruitbot", "--extractor", "impala"])
+    assert not flipped.anneal_lr and flipped.env == "fruitbot" and flipped.extractor == "impala"
+
+
+@pytest.fixture(scope="module")
+def nature_run(tmp_path_factory) -> Path:
+    return _train(tmp_path_factory.mktemp("runs"), "--env", "coinrun", "--total-timesteps", "128")
+
+
+def _check_run(run: Path, extractor_cls: type) -> None:
+    name = run.name.split("__")
+    assert name[:3] == ["coinrun", "ppo_procgen", "1"] and name[3].isdigit()
+    for f in ["progress.csv", "monitor.csv", "args.json", "command.txt", "summary.json",
+              "checkpoints/latest.zip", "checkpoints/latest_vecnormalize.pkl"]:
+        assert (run / f).exists(), f
+    assert list(run.glob("events.out.tfevents.*")), "TensorBoard events"
+    assert json.loads((run / "summary.json").read_text())["num_timesteps"] == 128
+    model = PPO.load(run / "checkpoints" / "latest.zip", device="cpu")
+    assert model.num_timesteps == 128 and model.n_envs == 2 and model.n_epochs == 3
+    assert isinstance(model.policy.features_extractor, extractor_cls)
+
+
+def test_smoke_train_nature(nature_run):
+    _check_run(nature_run, NatureCNN)
+
+
+def test_smoke_train_impala(tmp_path):
+    run = _train(tmp_path, "--env", "coinrun", "--extractor", "impala", "--total-timesteps", "128")
+    _check_run(run, ImpalaCNN)
+
+
+def test_smoke_resume_continues_counting(nature_run, tmp_path):
+    resumed = _train(tmp_path, "--env", "coinrun", "--total-timesteps", "256",
+                     "--resume", str(nature_run / "checkpoints" / "latest.zip"))
+    assert json.loads((resumed / "summary.json").read_text())["num_timesteps"] == 256
+    progress = (resumed / "progress.csv").read_text().splitlines()
+    header = progress[0].split(",")
+    steps = [int(float(row.split(",")[header.index("time/total_timesteps")]))
+             for row in progress[1:]]
+    assert steps == [192, 256]

@@ -1,0 +1,30 @@
+"""Tests of the shipped policies in agents/zoo: they load with PPO.load and act."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stable_baselines3 import PPO
+
+from envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
+
+ZOO = Path(__file__).resolve().parents[1] / "agents" / "zoo"
+
+
+@pytest.mark.parametrize("game", ["coinrun", "fruitbot"])
+def test_shipped_policy_loads_and_steps(game):
+    path = ZOO / f"ppo_{game}.zip"
+    if not path.exists():
+        pytest.skip(f"{path} is not shipped yet")
+    model = PPO.load(path, device="cpu")
+    venv = make_procgen_vec_env(game, n_envs=2, levels=UNSEEN_LEVELS, seed=0)
+    obs = venv.reset()
+    actions, _ = model.predict(obs, deterministic=True)
+    assert actions.shape == (2,) and all(venv.action_space.contains(int(a)) for a in actions)
+    obs, rewards, dones, _ = venv.step(actions)
+    assert obs.shape == (2, 64, 64, 3) and rewards.shape == (2,)
+    # Unbatched predict works too.
+    action, _ = model.predict(obs[0])
+    assert np.ndim(action) == 0 and venv.action_space.contains(int(action))
+    venv.close()
+    assert (ZOO / f"ppo_{game}.md").exists(), "every shipped policy has a model card"
