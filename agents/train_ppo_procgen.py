@@ -16,7 +16,8 @@ clipped to [-10, 10]. Training levels are ``envs.procgen.TRAIN_LEVELS``
 Writes under ``runs/<env>__<exp>__<seed>__<time>/``: TensorBoard events and
 ``progress.csv`` (SB3 logger), ``monitor.csv`` (every training episode), and
 ``checkpoints/latest.zip`` + ``checkpoints/latest_vecnormalize.pkl`` every
-``--checkpoint-freq`` env steps (and at the end), which ``--resume`` continues from.
+``--checkpoint-freq`` env steps and at the end, which ``--resume`` continues from.
+``kill <pid>`` (SIGTERM) stops a run cleanly: it saves a last checkpoint first.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import inspect
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -163,6 +165,29 @@ class TqdmCallback(BaseCallback):
         self.bar.close()
 
 
+class StopOnSignalCallback(BaseCallback):
+    """End ``learn`` at the next env step after SIGTERM or SIGINT, so the final checkpoint is saved.
+
+    ``kill <pid>`` then stops a background run cleanly instead of losing the
+    steps since the last periodic checkpoint.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop_requested = False
+
+    def _request_stop(self, signum: int, frame: object) -> None:
+        print(f"signal {signum}: stopping after this step", flush=True)
+        self.stop_requested = True
+
+    def _on_training_start(self) -> None:
+        signal.signal(signal.SIGTERM, self._request_stop)
+        signal.signal(signal.SIGINT, self._request_stop)
+
+    def _on_step(self) -> bool:
+        return not self.stop_requested
+
+
 class CheckpointCallback(BaseCallback):
     """Save model (optimizer included) and reward-normalization stats every ``freq`` steps.
 
@@ -270,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
 
     remaining = args.total_timesteps - model.num_timesteps
     checkpoint = CheckpointCallback(run_dir / "checkpoints", args.checkpoint_freq)
-    callbacks: list[BaseCallback] = [checkpoint]
+    callbacks: list[BaseCallback] = [checkpoint, StopOnSignalCallback()]
     if args.progress_bar:
         callbacks.append(TqdmCallback(args.total_timesteps))
     start = time.time()

@@ -1,6 +1,7 @@
 """Subprocess smoke tests of agents/train_ppo_procgen.py with a tiny budget, and of resuming."""
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,23 @@ def test_smoke_resume_continues_counting(nature_run, tmp_path):
     steps = [int(float(row.split(",")[header.index("time/total_timesteps")]))
              for row in progress[1:]]
     assert steps == [192, 256]
+
+
+def test_sigterm_saves_a_final_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "agents.train_ppo_procgen", "--runs-dir", str(tmp_path), *TINY,
+           "--total-timesteps", "1000000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout is not None
+    run = None
+    for line in proc.stdout:
+        if line.startswith("run: "):
+            run = Path(line.strip().removeprefix("run: "))
+        if line.startswith("checkpoint: "):
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.stdout.read()
+    assert proc.wait(timeout=120) == 0 and run is not None
+    steps = json.loads((run / "summary.json").read_text())["num_timesteps"]
+    assert 64 <= steps < 1_000_000
+    assert PPO.load(run / "checkpoints" / "latest.zip").num_timesteps == steps
