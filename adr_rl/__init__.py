@@ -14,7 +14,7 @@ from adr_rl.optim import (
     MaximizeResult,
     PerturbedGDConfig,
     RestartGDConfig,
-    adr_ns_config,
+    adr_sync_config,
     maximize,
     network_evaluations,
 )
@@ -29,7 +29,7 @@ __all__ = [
     "PerturbedGDConfig",
     "ReluSurrogate",
     "RestartGDConfig",
-    "adr_ns_config",
+    "adr_sync_config",
     "find_relus",
     "maximize",
     "network_evaluations",

@@ -270,12 +270,21 @@ class ReluSurrogate:
             self._mode, self._gates = "off", ()
 
     # -- evaluations -------------------------------------------------------------------
-    def real(self, fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Evaluate ``fn`` with real ReLUs; also return each site's pattern ``z > 0``."""
-        with self._evaluation("real"):
+    def real(
+        self, fn: Callable[[], torch.Tensor], record: bool = True
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Evaluate ``fn`` with real ReLUs; with ``record``, also return each site's
+        activation pattern ``z > 0`` (``(B, *site.shape)`` bool), else an empty list."""
+        with self._evaluation("real" if record else "off"):
             out = fn()
-            records = self._records
-        self._check_sites(records)
+            records, names = self._records, self._site_names
+        if record:
+            self._check_sites(records)
+        elif self.sites is not None and len(names) != len(self.sites):
+            raise NonReluNetworkError(
+                "the network's ReLU call sequence changed between calls "
+                "(data-dependent control flow is not supported)"
+            )
         return out, records
 
     def gated(

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from adr_rl import ADRConfig, adr_ns_config, maximize, network_evaluations
+from adr_rl import ADRConfig, adr_sync_config, maximize, network_evaluations
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
 
 SHAPES = {"small": (10, 64, 64, 1), "large": (128, 500, 500, 500, 1)}
@@ -46,12 +46,18 @@ PAPER_ADR = {
 def variants(shape: str) -> dict[str, tuple[str, Any]]:
     """Reported name -> (method, config) for one network shape."""
     paper = PAPER_ADR[shape]
+    sync = adr_sync_config()
     return {
         "adr": ("adr", paper),
-        "adr_ns": ("adr_ns", adr_ns_config()),
+        "adr_sync": ("adr_sync", sync),
         "adr-no_constraint": ("adr", dataclasses.replace(paper, use_constraint=False)),
         "adr-no_eta_step": ("adr", dataclasses.replace(paper, use_eta_step=False)),
         "adr-no_noise": ("adr", dataclasses.replace(paper, use_noise=False)),
+        "adr_sync-no_resync": ("adr_sync", dataclasses.replace(sync, resync_freq=0)),
+        "adr_sync-no_scale": ("adr_sync", dataclasses.replace(sync, objective_scale="none")),
+        "adr_sync-no_constraint": ("adr_sync", dataclasses.replace(sync, use_constraint=False)),
+        "adr_sync-no_eta_step": ("adr_sync", dataclasses.replace(sync, use_eta_step=False)),
+        "adr_sync-no_noise": ("adr_sync", dataclasses.replace(sync, use_noise=False)),
         "gd": ("gd", None),
         "adam": ("adam", None),
         "restart_gd": ("restart_gd", RestartGDConfig()),
@@ -234,8 +240,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
             rel = curves / gd_final
             med = np.median(rel, axis=0)
             lo, hi = np.quantile(rel, 0.25, axis=0), np.quantile(rel, 0.75, axis=0)
-            style = "-" if not name.startswith("adr-") else ":"
-            ax.plot(evals, med, style, label=name, lw=2 if name in ("adr", "adr_ns") else 1.2)
+            if "-" in name:
+                continue  # ablations are in the table; the plot shows the methods
+            style = "-"
+            ax.plot(evals, med, style, label=name, lw=2 if name in ("adr", "adr_sync") else 1.2)
             ax.fill_between(evals, lo, hi, alpha=0.12)
         ax.set_title(f"{shape}: {'-'.join(map(str, SHAPES[shape]))}, {len(per_seed)} seeds")
         ax.set_xlabel("network evaluations (forward + backward passes)")
@@ -262,7 +270,7 @@ def main() -> None:
     assert not unknown, f"unknown methods {unknown}; choose from {all_names}"
     config = dataclasses.asdict(args) | {"methods": names}
     config["paper_adr"] = {k: dataclasses.asdict(v) for k, v in PAPER_ADR.items()}
-    config["adr_ns"] = dataclasses.asdict(adr_ns_config())
+    config["adr_sync"] = dataclasses.asdict(adr_sync_config())
     results: dict[str, Any] = {
         "config": config,
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
@@ -281,7 +289,7 @@ def main() -> None:
             "aggregate": aggregate(runs, names),
             "head_to_head": {
                 f"{a}_vs_{b}": head_to_head(runs, a, b)
-                for a in ("adr", "adr_ns")
+                for a in ("adr", "adr_sync")
                 for b in ("gd", "adam", "restart_gd", "perturbed_gd")
                 if a in names and b in names
             },

@@ -23,7 +23,7 @@ from adr_rl import ADRConfig, maximize
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
 from eval.bench_random_relu import SHAPES, random_relu_net, steps_for
 
-CONFIGS = {"adr": ADRConfig, "adr_ns": ADRConfig, "restart_gd": RestartGDConfig, "perturbed_gd": PerturbedGDConfig}
+CONFIGS = {"adr": ADRConfig, "adr_sync": ADRConfig, "restart_gd": RestartGDConfig, "perturbed_gd": PerturbedGDConfig}
 
 
 def parse_variant(text: str) -> tuple[str, str, object, float | None]:

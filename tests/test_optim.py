@@ -87,7 +87,7 @@ def test_result_inside_box_and_never_worse(method, seed, batch, half_width):
     torch.testing.assert_close(res.initial_value, net(center).squeeze(1))
 
 
-@pytest.mark.parametrize("method", ["adr", "adr_ns", "gd", "adam", "restart_gd", "perturbed_gd"])
+@pytest.mark.parametrize("method", ["adr", "adr_sync", "gd", "adam", "restart_gd", "perturbed_gd"])
 def test_methods_improve_a_random_network(method):
     from eval.bench_random_relu import random_relu_net
 
@@ -95,6 +95,33 @@ def test_methods_improve_a_random_network(method):
     x0 = torch.zeros(2, 10)
     res = maximize(net, x0, -1.0, 1.0, steps=200, method=method, seed=0)
     assert (res.value > res.initial_value + 1.0).all()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(restart_every=7),
+        dict(aggregate="sum", normalization="none"),
+        dict(objective_scale="grad", resync_freq=3),
+        dict(use_constraint=False, use_eta_step=False, use_noise=False),
+    ],
+)
+def test_adr_options_keep_the_invariants(options):
+    net = mlp(seed=4)
+    x0 = _rand((3, 4), seed=5) * 0.3
+    res = maximize(net, x0, x0 - 0.5, x0 + 0.5, steps=30, method="adr", config=ADRConfig(**options))
+    assert (res.x >= x0 - 0.5 - 1e-7).all() and (res.x <= x0 + 0.5 + 1e-7).all()
+    assert (res.value >= res.initial_value).all()
+    torch.testing.assert_close(res.value, net(res.x).squeeze(1))
+
+
+def test_adr_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="eta_min"):
+        ADRConfig(eta_min=0.6)
+    with pytest.raises(ValueError, match="perturb_freq"):
+        ADRConfig(perturb_freq=0)
+    with pytest.raises(ValueError, match="c_min"):
+        ADRConfig(c_init=100.0)
 
 
 def test_history_is_monotone_and_ends_at_value():
