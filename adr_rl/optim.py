@@ -558,28 +558,40 @@ class _Units:
         return [t.view(b, *shape) for t, shape in zip(flat.split(self.sizes, dim=1), self.shapes, strict=True)]
 
 
-def _eta_from_pattern(signs: torch.Tensor, delta: float) -> torch.Tensor:
-    """Ingredient 1: ``eta = 0.5 - delta * sign(z)``; ``z <= 0`` counts as off."""
-    return 0.5 + delta - (2.0 * delta) * signs
+def _logits_from_pattern(signs: torch.Tensor, cfg: ADRConfig) -> torch.Tensor:
+    """Ingredient 1, ``eta = 0.5 - delta * sign(z)`` (``z <= 0`` counts as off), as gate
+    logits ``w = alpha * (0.5 - eta)``, so that ``g(eta) = sigmoid(w)``.
+
+    The optimizer keeps ``eta`` in this form: it saves one full pass over the
+    activations per step, forward and backward (measurable on CNNs).
+    """
+    return (cfg.alpha * cfg.delta) * (2.0 * signs - 1.0)
 
 
-def _consistency(zs: Sequence[torch.Tensor], eta_centered: torch.Tensor, units: _Units, cfg: ADRConfig) -> torch.Tensor:
+def _consistency(zs: Sequence[torch.Tensor], logits: torch.Tensor, units: _Units, cfg: ADRConfig) -> torch.Tensor:
     """Ingredient 3: ``C(x, eta)``, ``(B,)``; zero iff every gate agrees with its ``z``.
 
     A gate is violated when it is off (``eta > 0.5``) with ``z > 0`` or on with
     ``z < 0``: both cases are ``relu(z * (eta - 0.5)) > 0``, the paper's two
-    penalties in one expression. ``zs`` are the surrogate's own pre-activations: when
-    every gate agrees with the sign of its pre-activation computed under the gated
-    pattern, that pattern is the real one at ``x`` and ``f_hat == f`` (Prop. 5.1), so
-    this is the feasibility condition itself, read off the one surrogate pass.
+    penalties in one expression (``eta - 0.5 = -w / alpha``). ``zs`` are the
+    surrogate's own pre-activations: when every gate agrees with the sign of its
+    pre-activation computed under the gated pattern, that pattern is the real one at
+    ``x`` and ``f_hat == f`` (Prop. 5.1), so this is the feasibility condition itself,
+    read off the one surrogate pass.
     """
     total = 0.0
-    for z, e in zip(zs, eta_centered.split(units.sizes, dim=1), strict=True):
+    for z, w in zip(zs, logits.split(units.sizes, dim=1), strict=True):
         z = z.flatten(1)
+        # max_j relu(-z_j w_j) = relu(-min_j z_j w_j): one reduction, then (B,)-sized ops.
+        if cfg.aggregate == "max":
+            site = (z * w).amin(dim=1).neg().relu()
+        else:
+            site = (z * w).neg().relu().sum(dim=1)
+        denominator = cfg.alpha
         if cfg.normalization == "layer":
-            z = z / (z.detach().norm(dim=1, keepdim=True) * z.shape[1] ** -0.5).clamp_min(1e-12)
-        violation = torch.relu(z * e)
-        total = total + (violation.amax(dim=1) if cfg.aggregate == "max" else violation.sum(dim=1))
+            # Dividing by the per-problem RMS of z commutes with relu and max.
+            denominator = (z.detach().norm(dim=1) * (z.shape[1] ** -0.5 * cfg.alpha)).clamp_min(1e-12)
+        total = total + site / denominator
     return total  # type: ignore[return-value]
 
 
@@ -588,7 +600,9 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
     dtype = x.dtype
     units = _Units(problem.signs0)
     _self_check(problem, x)
-    eta = _eta_from_pattern(units.flat(problem.signs0).to(dtype), cfg.delta)
+    # Activation variables as gate logits w = alpha * (0.5 - eta), see _logits_from_pattern.
+    w = _logits_from_pattern(units.flat(problem.signs0).to(dtype), cfg)
+    w_min, w_max = cfg.alpha * (0.5 - cfg.eta_max), cfg.alpha * (0.5 - cfg.eta_min)
     c = torch.full((problem.batch,), cfg.c_init, dtype=dtype, device=x.device)
     scale = torch.ones_like(c)
     if cfg.objective_scale == "grad":
@@ -601,45 +615,50 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
         value, signs = problem.true_value(x, record=resync)
         problem.offer(x, value)
         if resync:
-            eta = _eta_from_pattern(units.flat(signs).to(dtype), cfg.delta)
+            w = _logits_from_pattern(units.flat(signs).to(dtype), cfg)
 
         # Ingredient 4: L(x, eta) = -J_hat(x, eta) / scale + c * C(x, eta).
         x_var = x.detach().requires_grad_(True)
-        eta_var = eta.detach().requires_grad_(cfg.use_eta_step)
+        w_var = w.detach().requires_grad_(cfg.use_eta_step)
         with torch.enable_grad():
-            gates = torch.sigmoid((eta_var - 0.5) * -cfg.alpha)
+            gates = torch.sigmoid(w_var)
             j_hat, zs = problem.surrogate.gated(lambda: problem.evaluate(x_var), units.split(gates))
             lagrangian = -j_hat / scale
-            violation = _consistency(zs, eta_var - 0.5, units, cfg)
+            violation = _consistency(zs, w_var, units, cfg)
             if cfg.use_constraint:
                 lagrangian = lagrangian + c * violation
-            inputs = [x_var, eta_var] if cfg.use_eta_step else [x_var]
+            inputs = [x_var, w_var] if cfg.use_eta_step else [x_var]
             grads = torch.autograd.grad(lagrangian.sum(), inputs, allow_unused=True)
         gx = grads[0] if grads[0] is not None else torch.zeros_like(x)
 
         # Ingredient 5: updates of x, eta and c.
         x = problem.project(x - lr * _clipped(gx))
-        step = None
-        norm = None
+        eta_grad_norm = None
+        moved = False
         if cfg.use_eta_step and grads[-1] is not None:
-            geta = grads[-1]
-            norm = geta.norm(dim=1, keepdim=True)
-            step = geta * (cfg.lr_eta / norm.clamp_min(1.0))
+            # dL/deta = -alpha dL/dw; the paper's clipped eta step, written for w.
+            gw = grads[-1]
+            eta_grad_norm = cfg.alpha * gw.norm(dim=1, keepdim=True)
+            w = torch.addcmul(w, gw, -(cfg.alpha**2 * cfg.lr_eta) / eta_grad_norm.clamp_min(1.0))
+            moved = True
         if cfg.use_noise and t % cfg.perturb_freq == 0:
-            noise = torch.randn(eta.shape, generator=problem.generator, device=eta.device, dtype=dtype)
+            noise = torch.randn(w.shape, generator=problem.generator, device=w.device, dtype=dtype)
             # The paper kicks only problems whose eta gradient is tiny.
-            stuck = (norm < cfg.grad_threshold) if norm is not None else torch.ones_like(c[:, None], dtype=torch.bool)
-            noise = noise * (cfg.noise_scale * stuck)
+            if eta_grad_norm is not None:
+                stuck = eta_grad_norm < cfg.grad_threshold
+            else:
+                stuck = torch.ones_like(c[:, None], dtype=torch.bool)
+            w = torch.addcmul(w, noise, (cfg.alpha * cfg.noise_scale) * stuck)
             kicks += int(stuck.sum())
-            step = -noise if step is None else step - noise
-        if step is not None:
-            eta = (eta - step).clamp_(cfg.eta_min, cfg.eta_max)
+            moved = True
+        if moved:
+            w = w.clamp_(w_min, w_max)
         v = violation.detach()
         c = torch.where(v > 0, c + cfg.lr_c * v, c * (1.0 - cfg.lr_c)).clamp_(cfg.c_min, cfg.c_max)
         if cfg.restart_every and t % cfg.restart_every == 0:
             x = problem.uniform()
             _, signs = problem.true_value(x)
-            eta = _eta_from_pattern(units.flat(signs).to(dtype), cfg.delta)
+            w = _logits_from_pattern(units.flat(signs).to(dtype), cfg)
             c = torch.full_like(c, cfg.c_init)
         problem.record()
         bar.update()
