@@ -19,6 +19,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class Args:
     """learning curve PNG to write beside the card"""
     resume_command: str = ""
     """command that continues training, printed in the card"""
+    notes: str = ""
+    """free text appended to the card (e.g. why training stopped where it did)"""
     threads: int = 1
     """torch.set_num_threads"""
 
@@ -177,8 +180,8 @@ def write_card(path: Path, report: dict[str, Any], curve: str) -> None:
             f"| {s['std_return']:.2f} | {s['mean_length']:.0f} |"
         )
     lines += [
-        f"| published PPO, IMPALA CNN, 25M steps | test | {PUBLISHED_REFERENCE.get(env, '?')} "
-        "| Cobbe et al. 2020; CleanRL | | |",
+        "| published PPO (IMPALA CNN, 25M steps; Cobbe et al. 2020, CleanRL) | test "
+        f"| {PUBLISHED_REFERENCE.get(env, '?')} | | | |",
         "",
         f"![learning curve]({curve})" if curve else "",
         "",
@@ -264,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "config": {
             **dataclasses.asdict(args),
-            "device": f"CPU ({cpu_name()}), torch threads {args.threads}",
+            "device": f"CPU ({cpu_name()}, {os.cpu_count()} cores shared with other jobs), "
+            "torch threads 1",
             "unseen_levels": dataclasses.asdict(UNSEEN_LEVELS),
             "train_levels": dataclasses.asdict(TRAIN_LEVELS),
         },
@@ -273,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         "episodes": raw,
         "learning_curve": {"steps": steps, "mean_train_return": curve_returns},
         "resume_command": args.resume_command,
+        "notes": args.notes,
     }
     (out_dir / "eval.json").write_text(json.dumps(report, indent=1))
     refs = {

@@ -227,11 +227,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deterministic", action="store_true")
     parser.add_argument("--out", default="", help="write the per-episode results as JSON here")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     args = parser.parse_args(argv)
+
+    import torch
 
     from stable_baselines3 import PPO
     from stable_baselines3.common.utils import set_random_seed
 
+    torch.set_num_threads(args.threads)
     set_random_seed(args.seed)
     policy: PredictPolicy = (
         PPO.load(args.model, device="cpu") if args.model else RandomPolicy(seed=args.seed)
