@@ -17,6 +17,9 @@ from envs.procgen import (
     make_procgen_vec_env,
 )
 
+# The procgen extra (procgen2 wheel) provides the games.
+pytest.importorskip("procgen")
+
 GAMES = ["coinrun", "fruitbot"]
 
 

@@ -13,6 +13,9 @@ from eval.rollout import (
     summarize,
 )
 
+# The procgen extra (procgen2 wheel) provides the games.
+pytest.importorskip("procgen")
+
 
 class FirstActionPolicy:
     """Duck-typed policy with SB3's predict: counts calls and the batch size seen."""

@@ -14,6 +14,9 @@ from adr_rl.extractors import ImpalaCNN
 
 from agents.train_ppo_procgen import Args, parse_args
 
+# The procgen extra (procgen2 wheel) provides the games.
+pytest.importorskip("procgen")
+
 TINY = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--threads", "1",
         "--checkpoint-freq", "64", "--no-progress-bar"]
 

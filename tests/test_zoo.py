@@ -8,6 +8,9 @@ from stable_baselines3 import PPO
 
 from envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
+# The procgen extra (procgen2 wheel) provides the games.
+pytest.importorskip("procgen")
+
 ZOO = Path(__file__).resolve().parents[1] / "agents" / "zoo"
 
 
