@@ -9,8 +9,8 @@ observations).
 
 from adr_rl.optim import (
     METHODS,
-    ADRConfig,
     AdamConfig,
+    ADRConfig,
     MaximizeResult,
     PerturbedGDConfig,
     RestartGDConfig,

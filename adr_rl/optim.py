@@ -29,6 +29,7 @@ Methods (see METHOD.md and the README's benchmark for how they compare):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,12 +106,16 @@ class ADRConfig:
     delta: float = 0.01
     """Initial distance of ``eta`` from the threshold 0.5 (``eta = 0.5 - delta*sign(z)``)."""
     eta_min: float = 0.3
+    """Lower bound of ``eta`` (reference value)."""
     eta_max: float = 0.7
+    """Upper bound of ``eta`` (reference value)."""
     c_init: float = 1.0
     """Initial multiplier of the consistency loss."""
     lr_c: float = 1e-2
     """Dual-ascent rate of the multiplier ``c`` (raised while violated, decayed otherwise)."""
     c_min: float = 1e-2
+    """Bounds of ``c``; the reference gives none, these keep it within a decade or two
+    of ``c_init`` (METHOD.md, ingredient 5)."""
     c_max: float = 10.0
     noise_scale: float = 0.1
     """Std of the Gaussian kick added to ``eta`` when its gradient is tiny."""
@@ -355,7 +360,9 @@ def _check_inputs(
     return x0.detach().clone(), lo, hi
 
 
-def _objective_values(objective: Objective | None, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _objective_values(
+    objective: Objective | None, out: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
     b = x.shape[0]
     values = out if objective is None else objective(out, x)
     if not isinstance(values, torch.Tensor):
@@ -421,13 +428,17 @@ class _Problem:
             v0, self.signs0 = surrogate.real(lambda: evaluate(x0))
         self.initial_value = v0.detach().clone()
         self.best_value = self.initial_value.clone()
-        self.history: list[torch.Tensor] | None = [self.best_value.clone()] if record_history else None
+        self.history: list[torch.Tensor] | None = (
+            [self.best_value.clone()] if record_history else None
+        )
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return torch.maximum(torch.minimum(x, self.hi), self.lo)
 
     def uniform(self) -> torch.Tensor:
-        u = torch.rand(self.lo.shape, generator=self.generator, device=self.lo.device, dtype=self.lo.dtype)
+        u = torch.rand(
+            self.lo.shape, generator=self.generator, device=self.lo.device, dtype=self.lo.dtype
+        )
         return self.lo + u * (self.hi - self.lo)
 
     def offer(self, x: torch.Tensor, value: torch.Tensor) -> None:
@@ -441,7 +452,9 @@ class _Problem:
         if self.history is not None:
             self.history.append(self.best_value.clone())
 
-    def true_value(self, x: torch.Tensor, record: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def true_value(
+        self, x: torch.Tensor, record: bool = True
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         with torch.no_grad():
             return self.surrogate.real(lambda: self.evaluate(x), record=record)
 
@@ -513,7 +526,9 @@ def _run_gradient(
             x = problem.uniform()
         elif method == "perturbed_gd" and t % config.perturb_freq == 0:
             stalled = (value <= last_check).view(-1, *([1] * (x.dim() - 1)))
-            width = torch.where(torch.isfinite(problem.hi - problem.lo), problem.hi - problem.lo, 2.0)
+            width = torch.where(
+                torch.isfinite(problem.hi - problem.lo), problem.hi - problem.lo, 2.0
+            )
             kick = torch.randn(x.shape, generator=problem.generator, device=x.device, dtype=x.dtype)
             x = problem.project(torch.where(stalled, x + config.noise_scale * width * kick, x))
             last_check = torch.maximum(last_check, value)
@@ -555,7 +570,10 @@ class _Units:
 
     def split(self, flat: torch.Tensor) -> list[torch.Tensor]:
         b = flat.shape[0]
-        return [t.view(b, *shape) for t, shape in zip(flat.split(self.sizes, dim=1), self.shapes, strict=True)]
+        return [
+            t.view(b, *shape)
+            for t, shape in zip(flat.split(self.sizes, dim=1), self.shapes, strict=True)
+        ]
 
 
 def _logits_from_pattern(signs: torch.Tensor, cfg: ADRConfig) -> torch.Tensor:
@@ -568,7 +586,9 @@ def _logits_from_pattern(signs: torch.Tensor, cfg: ADRConfig) -> torch.Tensor:
     return (cfg.alpha * cfg.delta) * (2.0 * signs - 1.0)
 
 
-def _consistency(zs: Sequence[torch.Tensor], logits: torch.Tensor, units: _Units, cfg: ADRConfig) -> torch.Tensor:
+def _consistency(
+    zs: Sequence[torch.Tensor], logits: torch.Tensor, units: _Units, cfg: ADRConfig
+) -> torch.Tensor:
     """Ingredient 3: ``C(x, eta)``, ``(B,)``; zero iff every gate agrees with its ``z``.
 
     A gate is violated when it is off (``eta > 0.5``) with ``z > 0`` or on with
@@ -590,7 +610,9 @@ def _consistency(zs: Sequence[torch.Tensor], logits: torch.Tensor, units: _Units
         denominator = cfg.alpha
         if cfg.normalization == "layer":
             # Dividing by the per-problem RMS of z commutes with relu and max.
-            denominator = (z.detach().norm(dim=1) * (z.shape[1] ** -0.5 * cfg.alpha)).clamp_min(1e-12)
+            denominator = (z.detach().norm(dim=1) * (z.shape[1] ** -0.5 * cfg.alpha)).clamp_min(
+                1e-12
+            )
         total = total + site / denominator
     return total  # type: ignore[return-value]
 
@@ -622,7 +644,9 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
         w_var = w.detach().requires_grad_(cfg.use_eta_step)
         with torch.enable_grad():
             gates = torch.sigmoid(w_var)
-            j_hat, zs = problem.surrogate.gated(lambda: problem.evaluate(x_var), units.split(gates))
+            j_hat, zs = problem.surrogate.gated(
+                functools.partial(problem.evaluate, x_var), units.split(gates)
+            )
             lagrangian = -j_hat / scale
             violation = _consistency(zs, w_var, units, cfg)
             if cfg.use_constraint:

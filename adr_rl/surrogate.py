@@ -61,7 +61,11 @@ for _name in (
     "prelu",
     "rrelu",
 ):
-    for _namespace, _label in ((torch, "torch"), (torch.nn.functional, "F"), (torch.Tensor, "Tensor")):
+    for _namespace, _label in (
+        (torch, "torch"),
+        (torch.nn.functional, "F"),
+        (torch.Tensor, "Tensor"),
+    ):
         _fn = getattr(_namespace, _name, None)
         if _fn is not None:
             _FUNCTIONAL_NONLINEARITIES[_fn] = f"{_label}.{_name}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -93,7 +92,9 @@ class Args:
 
 
 def parse_args() -> Args:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     defaults = Args()
     for f in dataclasses.fields(Args):
         default = getattr(defaults, f.name)
@@ -142,7 +143,17 @@ def run_seed(shape: str, seed: int, names: list[str], steps: int) -> dict[str, A
         method, config = variants(shape)[name]
         n = steps_for(method, steps)
         t0 = time.perf_counter()
-        res = maximize(net, x0, -1.0, 1.0, steps=n, method=method, seed=seed, config=config, record_history=True)
+        res = maximize(
+            net,
+            x0,
+            -1.0,
+            1.0,
+            steps=n,
+            method=method,
+            seed=seed,
+            config=config,
+            record_history=True,
+        )
         wall = time.perf_counter() - t0
         hist = res.history[:, 0].numpy()
         per_eval = network_evaluations(method, 1)
@@ -175,7 +186,9 @@ def time_per_step(shape: str, batch: int, steps: int, seed: int = 12345) -> dict
     return {"adr_s_per_step": adr, "gd_s_per_step": gd, "ratio_adr_gd": adr / gd}
 
 
-def time_batched(shape: str, batch: int, steps: int, method: str = "adr", seed: int = 54321) -> dict[str, float]:
+def time_batched(
+    shape: str, batch: int, steps: int, method: str = "adr", seed: int = 54321
+) -> dict[str, float]:
     """One call over ``batch`` problems vs ``batch`` one-problem calls (same work)."""
     net = random_relu_net(SHAPES[shape], seed)
     g = torch.Generator().manual_seed(seed)
@@ -273,7 +286,11 @@ def main() -> None:
     config["adr_sync"] = dataclasses.asdict(adr_sync_config())
     results: dict[str, Any] = {
         "config": config,
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads},
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+        },
         "shapes": {},
     }
     n_seeds = {"small": args.seeds_small, "large": args.seeds_large}
@@ -283,7 +300,9 @@ def main() -> None:
         for seed in tqdm(seeds, desc=f"{shape} networks"):
             per_seed.append({"seed": seed, "runs": run_seed(shape, seed, names, args.steps)})
         runs = [s["runs"] for s in per_seed]
-        timing = {f"batch_{b}": time_per_step(shape, b, args.timing_steps) for b in args.timing_batches}
+        timing = {
+            f"batch_{b}": time_per_step(shape, b, args.timing_steps) for b in args.timing_batches
+        }
         results["shapes"][shape] = {
             "per_seed": per_seed,
             "aggregate": aggregate(runs, names),
@@ -305,21 +324,25 @@ def main() -> None:
 
 def print_table(results: dict[str, Any]) -> None:
     for shape, r in results["shapes"].items():
-        n = len(r["per_seed"])
-        print(f"\n{shape} ({'-'.join(map(str, SHAPES[shape]))}), {n} seeds, T={results['config']['steps']}")
-        print(f"| method | median ratio to GD [IQR] | wins/ties/losses vs GD | s/step |")
+        n, steps = len(r["per_seed"]), results["config"]["steps"]
+        print(f"\n{shape} ({'-'.join(map(str, SHAPES[shape]))}), {n} seeds, T={steps}")
+        print("| method | median ratio to GD [IQR] | wins/ties/losses vs GD | s/step |")
         print("|---|---|---|---|")
         for name, a in r["aggregate"].items():
             lo, hi = a["iqr_ratio_to_gd"]
+            wtl = f"{a['wins_vs_gd']}/{a['ties_vs_gd']}/{a['losses_vs_gd']}"
             print(
-                f"| {name} | {a['median_ratio_to_gd']:.4f} [{lo:.3f}, {hi:.3f}] | "
-                f"{a['wins_vs_gd']}/{a['ties_vs_gd']}/{a['losses_vs_gd']} | {a['s_per_step'] * 1e3:.2f} ms |"
+                f"| {name} | {a['median_ratio_to_gd']:.4f} [{lo:.3f}, {hi:.3f}] | {wtl} | "
+                f"{a['s_per_step'] * 1e3:.2f} ms |"
             )
         for key, h in r["head_to_head"].items():
-            print(f"  {key}: median ratio {h['median_ratio']:.4f}, W/T/L {h['wins']}/{h['ties']}/{h['losses']}")
+            wtl = f"{h['wins']}/{h['ties']}/{h['losses']}"
+            print(f"  {key}: median ratio {h['median_ratio']:.4f}, W/T/L {wtl}")
         for key, t in r["timing"].items():
-            print(f"  time per step ADR/GD at {key}: {t['ratio_adr_gd']:.2f}x "
-                  f"({t['adr_s_per_step'] * 1e3:.3f} vs {t['gd_s_per_step'] * 1e3:.3f} ms)")
+            print(
+                f"  time per step ADR/GD at {key}: {t['ratio_adr_gd']:.2f}x "
+                f"({t['adr_s_per_step'] * 1e3:.3f} vs {t['gd_s_per_step'] * 1e3:.3f} ms)"
+            )
     if "batched_vs_looped" in results:
         b = results["batched_vs_looped"]
         print(f"  batched (256 problems, one call) vs 256 calls: {b['speedup']:.1f}x faster")

@@ -11,9 +11,7 @@ seeds from 1000 on. A variant is ``name:method:key=value,key=value`` with keys o
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,12 @@ from adr_rl import ADRConfig, maximize
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
 from eval.bench_random_relu import SHAPES, random_relu_net, steps_for
 
-CONFIGS = {"adr": ADRConfig, "adr_sync": ADRConfig, "restart_gd": RestartGDConfig, "perturbed_gd": PerturbedGDConfig}
+CONFIGS = {
+    "adr": ADRConfig,
+    "adr_sync": ADRConfig,
+    "restart_gd": RestartGDConfig,
+    "perturbed_gd": PerturbedGDConfig,
+}
 
 
 def parse_variant(text: str) -> tuple[str, str, object, float | None]:
@@ -51,7 +54,9 @@ def parse_variant(text: str) -> tuple[str, str, object, float | None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shape", default="small", choices=list(SHAPES))
     parser.add_argument("--seeds", type=int, default=12)
     parser.add_argument("--seed-offset", type=int, default=1000)
@@ -69,19 +74,38 @@ def main() -> None:
         net = random_relu_net(SHAPES[args.shape], seed)
         x0 = torch.zeros(1, SHAPES[args.shape][0])
         for name, method, config, lr in [("gd", "gd", None, None), *variants]:
-            res = maximize(net, x0, -1.0, 1.0, steps=steps_for(method, args.steps), method=method,
-                           seed=seed, config=config, lr=lr)
+            res = maximize(
+                net,
+                x0,
+                -1.0,
+                1.0,
+                steps=steps_for(method, args.steps),
+                method=method,
+                seed=seed,
+                config=config,
+                lr=lr,
+            )
             values[name].append(res.value.item())
     gd = np.array(values["gd"])
     rows = {}
     for name, v in values.items():
         v = np.array(v)
-        rows[name] = {"median_ratio": float(np.median(v / gd)), "mean_ratio": float(np.mean(v / gd)),
-                      "wins": int(np.sum(v > gd * (1 + 1e-6))), "losses": int(np.sum(v < gd * (1 - 1e-6)))}
-        print(f"{name:>28s}  median {rows[name]['median_ratio']:.4f}  mean {rows[name]['mean_ratio']:.4f}  "
-              f"W/L vs gd {rows[name]['wins']}/{rows[name]['losses']}", flush=True)
+        rows[name] = {
+            "median_ratio": float(np.median(v / gd)),
+            "mean_ratio": float(np.mean(v / gd)),
+            "wins": int(np.sum(v > gd * (1 + 1e-6))),
+            "losses": int(np.sum(v < gd * (1 - 1e-6))),
+        }
+        row = rows[name]
+        print(
+            f"{name:>28s}  median {row['median_ratio']:.4f}  mean {row['mean_ratio']:.4f}  "
+            f"W/L vs gd {row['wins']}/{row['losses']}",
+            flush=True,
+        )
     if args.out:
-        Path(args.out).write_text(json.dumps({"args": vars(args), "values": values, "summary": rows}, indent=1))
+        Path(args.out).write_text(
+            json.dumps({"args": vars(args), "values": values, "summary": rows}, indent=1)
+        )
 
 
 if __name__ == "__main__":

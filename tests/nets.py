@@ -7,7 +7,9 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def mlp(sizes=(4, 16, 16, 1), seed: int = 0, inplace: bool = False, dtype=torch.float32) -> nn.Sequential:
+def mlp(
+    sizes=(4, 16, 16, 1), seed: int = 0, inplace: bool = False, dtype=torch.float32
+) -> nn.Sequential:
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):

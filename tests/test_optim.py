@@ -40,7 +40,9 @@ def test_surrogate_equals_network_at_its_pattern(net, shape):
     with ReluSurrogate(net) as s:
         real, signs = s.real(lambda: net(x))
         hard, zs = s.gated(lambda: net(x), [p.float() for p in signs])
-        soft, _ = s.gated(lambda: net(x), [torch.sigmoid(20.0 * (2 * p.float() - 1)) for p in signs])
+        soft, _ = s.gated(
+            lambda: net(x), [torch.sigmoid(20.0 * (2 * p.float() - 1)) for p in signs]
+        )
         off, _ = s.gated(lambda: net(x), [torch.zeros_like(p, dtype=torch.float32) for p in signs])
     torch.testing.assert_close(real, expected)
     torch.testing.assert_close(hard, expected)
@@ -63,6 +65,31 @@ def test_nature_cnn_sites_and_self_check():
     assert [site.shape for site in s.sites] == [(32, 15, 15), (64, 6, 6), (64, 4, 4), (16,)]
     torch.testing.assert_close(out, cnn(x))
     res = maximize(lambda x: cnn(x).sum(1), x, 0.0, 1.0, steps=3, method="adr", network=cnn)
+    assert (res.value >= res.initial_value).all()
+
+
+def test_impala_cnn_sites_and_adr_steps():
+    from gymnasium import spaces
+
+    from adr_rl.extractors import ImpalaCNN
+
+    torch.manual_seed(0)
+    cnn = ImpalaCNN(spaces.Box(0, 255, (3, 64, 64), dtype="uint8"), features_dim=8)
+    x = torch.rand(2, 3, 64, 64)
+    with ReluSurrogate(cnn) as s:
+        _, signs = s.real(lambda: cnn(x))
+        out, _ = s.gated(lambda: cnn(x), [p.float() for p in signs])
+    assert len(s.sites) == 3 * 2 * 2 + 2  # two ReLUs per residual block, two in the head
+    torch.testing.assert_close(out, cnn(x))
+    res = maximize(
+        lambda x: cnn(x)[:, 0],
+        x,
+        (x - 4 / 255).clamp(0, 1),
+        (x + 4 / 255).clamp(0, 1),
+        steps=3,
+        method="adr",
+        network=cnn,
+    )
     assert (res.value >= res.initial_value).all()
 
 
@@ -147,7 +174,9 @@ def test_objective_callable_with_network_kwarg():
 def test_objective_reduces_multi_output():
     net = mlp((4, 16, 3))
     x0 = _rand((2, 4))
-    res = maximize(net, x0, -1.0, 1.0, steps=10, method="gd", objective=lambda out, x: out[:, 1] - out[:, 0])
+    res = maximize(
+        net, x0, -1.0, 1.0, steps=10, method="gd", objective=lambda out, x: out[:, 1] - out[:, 0]
+    )
     out = net(res.x)
     torch.testing.assert_close(res.value, out[:, 1] - out[:, 0])
 
@@ -277,13 +306,16 @@ def _snapshot(net: nn.Module):
         "grad": [None if p.grad is None else p.grad.clone() for p in net.parameters()],
         "training": [m.training for m in net.modules()],
         "hooks": [
-            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in net.modules()
+            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+            for m in net.modules()
         ],
     }
 
 
 def _prepare_user_network():
-    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1))
+    net = nn.Sequential(
+        nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1)
+    )
     net.train()
     net[3].eval()  # a mixed training state must survive exactly
     net[0].weight.requires_grad_(False)
