@@ -11,7 +11,7 @@ Writes ``<out>/results.json`` (config, per-seed values and times, aggregates),
 normalized by GD's final value) and prints the table that the README shows.
 
     python -m eval.bench_random_relu                     # the README's table
-    python -m eval.bench_random_relu --quick             # a 1-minute smoke run
+    python -m eval.bench_random_relu --quick             # a 1-minute smoke run, under runs/
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ def parse_args() -> Args:
     if args.quick:
         args.seeds_small, args.seeds_large, args.steps = 3, 1, 300
         args.timing_steps = 50
+        if args.out == Args.out:  # never overwrite the committed full results
+            args.out = "runs/bench_random_relu_quick"
     return args
 
 
