@@ -602,9 +602,12 @@ def _consistency(
     total = 0.0
     for z, w in zip(zs, logits.split(units.sizes, dim=1), strict=True):
         z = z.flatten(1)
-        # max_j relu(-z_j w_j) = relu(-min_j z_j w_j): one reduction, then (B,)-sized ops.
+        # max_j relu(-z_j w_j) = relu(-min_j z_j w_j). The arg-min is found without a
+        # graph, so the backward pass touches one unit per row instead of all of them.
         if cfg.aggregate == "max":
-            site = (z * w).amin(dim=1).neg().relu()
+            with torch.no_grad():
+                j = (z * w).argmin(dim=1, keepdim=True)
+            site = (z.gather(1, j) * w.gather(1, j)).squeeze(1).neg().relu()
         else:
             site = (z * w).neg().relu().sum(dim=1)
         denominator = cfg.alpha

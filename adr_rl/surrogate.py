@@ -240,8 +240,9 @@ class ReluSurrogate:
             return None
         if self._mode == "gated":
             self._records.append(z)
-            if getattr(module, "inplace", False):
-                return (z.clone(),)  # the inplace op must not clobber z, which we reuse
+            # The ReLU's own output is replaced by the post-hook: hand it an empty tensor
+            # so it costs nothing (and an inplace ReLU cannot clobber z, which we reuse).
+            return (z.new_empty(0),)
         return None
 
     def _post_hook(self, module: nn.Module, args: Any, output: torch.Tensor) -> Any:
