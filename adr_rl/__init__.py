@@ -18,12 +18,16 @@ from adr_rl.optim import (
     maximize,
     network_evaluations,
 )
+from adr_rl.refine import ActionRefiner, RefineInfo
 from adr_rl.surrogate import NonReluNetworkError, ReluSurrogate, find_relus
 
 __all__ = [
     "METHODS",
+    "ActionRefiner",
+    "RefineInfo",
     "ADRConfig",
     "AdamConfig",
+    "CEMConfig",
     "MaximizeResult",
     "NonReluNetworkError",
     "PerturbedGDConfig",

@@ -23,6 +23,8 @@ Methods (see METHOD.md and the README's benchmark for how they compare):
   point of the box every ``restart_every`` steps, the fair randomized baseline.
 - ``"perturbed_gd"``: normalized-gradient ascent with Gaussian kicks when stalled,
   the randomized counterpart of ADR's activation noise.
+- ``"cem"``: the cross-entropy method (QT-Opt's action optimizer): sample a
+  population around a mean, refit mean and std to the elites, no gradients.
 - ``"random"``: uniform samples in the box, the floor.
 """
 
@@ -33,7 +35,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -45,6 +47,7 @@ __all__ = [
     "METHODS",
     "ADRConfig",
     "AdamConfig",
+    "CEMConfig",
     "MaximizeResult",
     "PerturbedGDConfig",
     "RestartGDConfig",
@@ -54,7 +57,7 @@ __all__ = [
 ]
 
 Method = Literal[
-    "adr", "adr_sync", "gd", "pgd", "fgsm", "adam", "restart_gd", "perturbed_gd", "random"
+    "adr", "adr_sync", "gd", "pgd", "fgsm", "adam", "restart_gd", "perturbed_gd", "cem", "random"
 ]
 METHODS: tuple[str, ...] = (
     "adr",
@@ -65,6 +68,7 @@ METHODS: tuple[str, ...] = (
     "adam",
     "restart_gd",
     "perturbed_gd",
+    "cem",
     "random",
 )
 
@@ -83,9 +87,14 @@ _EVALS_PER_STEP = {
 }
 
 
-def network_evaluations(method: str, steps: int) -> int:
-    """Network passes (forward or backward, over the whole batch) ``steps`` iterations cost."""
+def network_evaluations(method: str, steps: int, config: Any = None) -> int:
+    """Network passes (forward or backward, over the whole batch) ``steps`` iterations cost.
+
+    A CEM iteration evaluates its whole population: ``config.population`` passes.
+    """
     _check_method(method)
+    if method == "cem":
+        return (config.population if config is not None else CEMConfig().population) * steps
     return _EVALS_PER_STEP[method] * steps
 
 
@@ -171,6 +180,27 @@ def adr_sync_config(**overrides: Any) -> ADRConfig:
 
 
 @dataclass(frozen=True)
+class CEMConfig:
+    """Cross-entropy method (Rubinstein 1999), as QT-Opt uses it for actions
+    (Kalashnikov et al. 2018: 64 samples, 6 elites)."""
+
+    population: int = 64
+    """Samples per iteration; each iteration costs this many network evaluations."""
+    elites: int = 6
+    """Best samples the Gaussian is refit to."""
+    init_std: float = 0.5
+    """Initial std as a fraction of the box's half-width, around ``x0``."""
+    min_std: float = 1e-3
+    """Floor of the std (fraction of the half-width) so the search never freezes."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.elites <= self.population:
+            raise ValueError("need 1 <= elites <= population")
+        if self.init_std <= 0 or self.min_std < 0:
+            raise ValueError("init_std must be > 0 and min_std >= 0")
+
+
+@dataclass(frozen=True)
 class AdamConfig:
     """Adam ascent (Kingma & Ba) with projection onto the box after every step."""
 
@@ -245,7 +275,7 @@ def maximize(
     objective: Objective | None = None,
     network: nn.Module | Sequence[nn.Module] | None = None,
     lr: float | None = None,
-    config: ADRConfig | AdamConfig | RestartGDConfig | PerturbedGDConfig | None = None,
+    config: ADRConfig | AdamConfig | RestartGDConfig | PerturbedGDConfig | CEMConfig | None = None,
     record_history: bool = False,
     progress: bool = False,
 ) -> MaximizeResult:
@@ -268,6 +298,9 @@ def maximize(
         Adam: learning rate). Default per method; PGD's default is
         ``2.5 * max half-width / steps`` (Madry et al.).
     :param config: method options (:class:`ADRConfig` for ``adr``/``adr_sync``, ...).
+        ``cem`` evaluates ``fn`` on ``population * B`` rows at once, stacked as
+        ``population`` copies of the batch (row ``i`` belongs to problem ``i % B``); a
+        callable ``fn`` with fixed context (e.g. a critic's observations) must accept that.
     :param record_history: keep the best-so-far value after every step.
     :param progress: show a tqdm bar over the steps.
     :raises NonReluNetworkError: the network is not a ReLU network ADR can relax.
@@ -282,7 +315,7 @@ def maximize(
         network = fn
     modules = [network] if isinstance(network, nn.Module) else list(network)
     x0, lo, hi = _check_inputs(x0, lower, upper)
-    if method in ("fgsm", "random", "restart_gd") and not (
+    if method in ("fgsm", "random", "restart_gd", "cem") and not (
         torch.isfinite(lo).all() and torch.isfinite(hi).all()
     ):
         raise ValueError(f"method {method!r} needs finite lower and upper bounds")
@@ -305,15 +338,17 @@ def maximize(
         bar = tqdm(total=steps_run, desc=f"maximize[{method}]", disable=not progress, leave=False)
         try:
             if method in ("adr", "adr_sync"):
-                assert isinstance(config, ADRConfig)
-                info = _run_adr(problem, steps_run, lr, config, bar)
+                info = _run_adr(problem, steps_run, lr, cast(ADRConfig, config), bar)
             elif method == "random":
                 info = _run_random(problem, steps_run, bar)
+            elif method == "cem":
+                info = _run_cem(problem, steps_run, cast(CEMConfig, config), bar)
             else:
                 info = _run_gradient(problem, method, steps_run, lr, config, bar)
         finally:
             bar.close()
-    return problem.result(method, steps_run, _EVALS_PER_STEP[method] * steps_run, info)
+    evals = network_evaluations(method, steps_run, config if method == "cem" else None)
+    return problem.result(method, steps_run, evals, info)
 
 
 # --------------------------------------------------------------------------------------
@@ -394,6 +429,7 @@ def _resolve_config(method: str, config: Any) -> Any:
         "adam": AdamConfig,
         "restart_gd": RestartGDConfig,
         "perturbed_gd": PerturbedGDConfig,
+        "cem": CEMConfig,
     }
     kind = expected.get(method)
     if config is None:
@@ -549,6 +585,30 @@ def _run_random(problem: _Problem, steps: int, bar: tqdm) -> dict[str, Any]:
         problem.record()
         bar.update()
     return {}
+
+
+def _run_cem(problem: _Problem, steps: int, cfg: CEMConfig, bar: tqdm) -> dict[str, Any]:
+    """CEM on all problems at once: one call evaluates ``population * B`` rows."""
+    lo, hi = problem.lo, problem.hi
+    half = (hi - lo) / 2
+    mean, std = problem.best_x.clone(), cfg.init_std * half
+    n, b = cfg.population, problem.batch
+    for _ in range(steps):
+        eps = torch.randn(
+            (n, *mean.shape), generator=problem.generator, device=mean.device, dtype=mean.dtype
+        )
+        samples = torch.maximum(torch.minimum(mean + std * eps, hi), lo)  # (n, B, ...)
+        value, _ = problem.true_value(samples.reshape(n * b, *mean.shape[1:]), record=False)
+        value = value.view(n, b)
+        top, idx = value.topk(cfg.elites, dim=0)  # (elites, B)
+        gather = idx.view(cfg.elites, b, *([1] * (mean.dim() - 1))).expand(-1, *mean.shape)
+        elite = samples.gather(0, gather)
+        problem.offer(elite[0], top[0])
+        mean = elite.mean(dim=0)
+        std = torch.maximum(elite.std(dim=0, unbiased=False), cfg.min_std * half)
+        problem.record()
+        bar.update()
+    return {"population": n, "elites": cfg.elites}
 
 
 # --------------------------------------------------------------------------------------
