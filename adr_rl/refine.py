@@ -1,0 +1,230 @@
+"""Critic-guided action refinement for Stable-Baselines3 off-policy agents.
+
+At inference, :class:`ActionRefiner` starts from the actor's action and maximizes the
+critic's ``Q(s, a)`` over a trust region around it with :func:`adr_rl.maximize`
+(METHOD.md, "RL uses"). It is a drop-in for SB3's ``predict``, so SB3's own
+``evaluate_policy`` runs it on vectorized envs.
+
+Everything happens in SB3's scaled action space ``[-1, 1]`` (``policy.scale_action``):
+the box is ``[a - radius, a + radius]`` intersected with ``[-1, 1]``, and the returned
+actions are unscaled back into the env's action space.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from adr_rl.optim import METHODS, maximize
+
+__all__ = ["ActionRefiner", "RefineInfo", "SUPPORTED_AGENTS"]
+
+SUPPORTED_AGENTS = "TD3, DDPG and SAC (stable-baselines3), TQC (sb3-contrib)"
+_SUPPORTED_POLICIES = ("TD3Policy", "SACPolicy", "TQCPolicy")
+
+CriticMode = Literal["min", "q1", "mean"]
+
+
+@dataclass(frozen=True)
+class RefineInfo:
+    """Diagnostics of the last :meth:`ActionRefiner.predict` call, one entry per env.
+
+    :param q_actor: ``(n_envs,)`` float: the critic's value of the actor's action.
+    :param q_refined: ``(n_envs,)`` float: the critic's value of the returned action
+        (``>= q_actor``: the actor's action is a candidate).
+    :param distance: ``(n_envs,)`` float: L-inf distance moved, scaled action space.
+    """
+
+    q_actor: np.ndarray
+    q_refined: np.ndarray
+    distance: np.ndarray
+
+    @property
+    def q_gain(self) -> np.ndarray:
+        return self.q_refined - self.q_actor
+
+    @property
+    def changed(self) -> np.ndarray:
+        return self.distance > 0
+
+
+def _policy_of(model: Any) -> Any:
+    policy = getattr(model, "policy", model)
+    names = {cls.__name__ for cls in type(policy).__mro__}
+    if not names & set(_SUPPORTED_POLICIES) or not hasattr(policy, "critic"):
+        raise TypeError(
+            f"ActionRefiner supports {SUPPORTED_AGENTS} (their policies and continuous critics); "
+            f"got {type(model).__name__}. On-policy agents (PPO, A2C) and DQN have no Q(s, a) "
+            "critic over continuous actions to refine against"
+        )
+    if not isinstance(policy.action_space, spaces.Box):
+        raise ValueError(f"ActionRefiner needs a Box action space, got {policy.action_space}")
+    return policy
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode inside, every submodule's ``training`` flag restored exactly after."""
+    saved = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
+
+
+class ActionRefiner:
+    """Refine an SB3 off-policy agent's actions by maximizing its critic (drop-in ``predict``).
+
+    :param model: a trained TD3, DDPG, SAC or TQC model (or its policy).
+    :param method: ``"none"`` (the actor's action) or a :func:`adr_rl.maximize` method:
+        ``"adr"``, ``"adr_sync"``, ``"gd"``, ``"adam"``, ``"cem"``, ...
+    :param radius: trust region half-width in the scaled action space (``> 0``; 2 or
+        more means the whole box).
+    :param steps: optimizer iterations per call.
+    :param critic: ``"min"`` over the twin Q networks (pessimistic, default), ``"q1"``,
+        or ``"mean"``. TQC's quantile critics are averaged over quantiles first.
+    :param seed: seed of every call's optimizer (calls are reproducible).
+    :param lr: optimizer step size (default: ``radius / 5`` for gradient methods).
+    :param config: optimizer options, passed to :func:`adr_rl.maximize`.
+    :param vec_normalize: a ``VecNormalize`` whose statistics to apply, when the
+        observations given to :meth:`predict` are raw (not already normalized by a
+        ``VecNormalize`` wrapper of the env).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        method: str = "adr",
+        radius: float = 0.25,
+        steps: int = 100,
+        critic: CriticMode = "min",
+        seed: int = 0,
+        lr: float | None = None,
+        config: Any = None,
+        vec_normalize: Any = None,
+    ) -> None:
+        self.model = model
+        self.policy = _policy_of(model)
+        if method != "none" and method not in METHODS:
+            raise ValueError(
+                f"unknown method {method!r}; choose 'none' or one of {', '.join(METHODS)}"
+            )
+        if not radius > 0:
+            raise ValueError(f"radius must be > 0, got {radius}")
+        if critic not in ("min", "q1", "mean"):
+            raise ValueError(f"critic must be 'min', 'q1' or 'mean', got {critic!r}")
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        self.method, self.radius, self.steps, self.critic_mode = (
+            method,
+            float(radius),
+            steps,
+            critic,
+        )
+        self.seed, self.config, self.vec_normalize = seed, config, vec_normalize
+        self.lr = (
+            lr
+            if lr is not None
+            else (self.radius / 5 if method in ("adr", "adr_sync", "gd") else None)
+        )
+        self.q_networks: list[nn.Module] = list(self.policy.critic.q_networks)
+        self.last_info: RefineInfo | None = None
+
+    @property
+    def observation_space(self) -> spaces.Space:
+        return self.policy.observation_space
+
+    @property
+    def action_space(self) -> spaces.Box:
+        return self.policy.action_space
+
+    def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Critic value ``(B,)`` of scaled ``actions`` ``(B, act_dim)`` in ``[-1, 1]``
+        at preprocessed-by-SB3 ``obs`` (a batch as ``policy.obs_to_tensor`` returns it)."""
+        with _eval_mode(self.policy), torch.no_grad():
+            features = self.policy.critic.extract_features(
+                obs, self.policy.critic.features_extractor
+            )
+            return self._q_from_features(features, actions)
+
+    def _q_from_features(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        # CEM evaluates k * B rows stacked as k copies of the batch: repeat the context.
+        k = actions.shape[0] // features.shape[0]
+        inputs = torch.cat([features.repeat(k, 1) if k > 1 else features, actions], dim=1)
+        nets = self.q_networks[:1] if self.critic_mode == "q1" else self.q_networks
+        qs = torch.stack([net(inputs).mean(dim=1) for net in nets], dim=1)  # TQC: mean quantile
+        return qs.min(dim=1).values if self.critic_mode == "min" else qs.mean(dim=1)
+
+    def refine(self, obs: torch.Tensor) -> tuple[torch.Tensor, RefineInfo]:
+        """Refined scaled actions ``(B, act_dim)`` in ``[-1, 1]`` for a batch of observations."""
+        with _eval_mode(self.policy), torch.no_grad():
+            start = self.policy._predict(obs, deterministic=True).reshape(
+                -1, *self.action_space.shape
+            )
+            features = self.policy.critic.extract_features(
+                obs, self.policy.critic.features_extractor
+            )
+        start = start.clamp(-1.0, 1.0)
+        flat = start.reshape(start.shape[0], -1)
+        if self.method == "none":
+            with torch.no_grad():
+                q = self._q_from_features(features, flat)
+            actions, q_refined, q_actor = flat, q, q
+        else:
+            res = maximize(
+                lambda a: self._q_from_features(features, a),
+                flat,
+                lower=(flat - self.radius).clamp_min(-1.0),
+                upper=(flat + self.radius).clamp_max(1.0),
+                steps=self.steps,
+                method=self.method,
+                seed=self.seed,
+                network=self.q_networks,
+                lr=self.lr,
+                config=self.config,
+            )
+            actions, q_refined, q_actor = res.x, res.value, res.initial_value
+        info = RefineInfo(
+            q_actor=q_actor.detach().cpu().numpy(),
+            q_refined=q_refined.detach().cpu().numpy(),
+            distance=(actions - flat).abs().amax(dim=1).detach().cpu().numpy(),
+        )
+        return actions.reshape(start.shape), info
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``: refined actions, batched over envs or for one observation.
+
+        :param observation: ``(n_envs, *obs_shape)`` or ``obs_shape`` (or a dict of
+            them), as the env gives it.
+        :param deterministic: accepted for SB3 compatibility; refinement always starts
+            from the actor's deterministic action and is deterministic given ``seed``.
+        :return: actions ``(n_envs, *action_shape)`` (or ``action_shape`` for one
+            observation) inside the env's action space, and ``state`` unchanged.
+        """
+        if self.vec_normalize is not None:
+            observation = self.vec_normalize.normalize_obs(observation)
+        obs_tensor, vectorized = self.policy.obs_to_tensor(observation)
+        scaled, self.last_info = self.refine(obs_tensor)
+        actions = self.policy.unscale_action(scaled.detach().cpu().numpy())
+        # Unscaling can overshoot the bounds by a rounding error.
+        actions = np.clip(actions, self.action_space.low, self.action_space.high).astype(
+            self.action_space.dtype
+        )
+        if not vectorized:
+            actions = actions.squeeze(axis=0)
+        return actions, state

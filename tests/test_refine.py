@@ -1,0 +1,176 @@
+"""Tests of ``adr_rl.ActionRefiner`` on small TD3/SAC agents trained inside the tests."""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from adr_rl import ActionRefiner
+
+METHODS = ["none", "adr", "adr_sync", "gd", "adam", "cem"]
+
+
+def _train(algo, seed=0):
+    env = gym.make("Pendulum-v1")
+    model = algo(
+        "MlpPolicy",
+        env,
+        learning_starts=100,
+        policy_kwargs={"net_arch": [32, 32]},
+        seed=seed,
+        verbose=0,
+    )
+    model.learn(300)
+    return model
+
+
+@pytest.fixture(scope="module")
+def td3():
+    return _train(TD3)
+
+
+@pytest.fixture(scope="module")
+def sac():
+    return _train(SAC)
+
+
+def _observations(space, n, seed):
+    space = copy.deepcopy(space)
+    space.seed(seed)
+    return np.stack([space.sample() for _ in range(n)])
+
+
+def _scaled(model, actions):
+    return model.policy.scale_action(actions)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+def test_actions_in_space_trust_region_and_never_worse(method, algo, request):
+    model = request.getfixturevalue(algo)
+    obs = _observations(model.observation_space, 16, seed=1)
+    refiner = ActionRefiner(model, method=method, radius=0.25, steps=15, seed=0)
+    actions, state = refiner.predict(obs, deterministic=True)
+    assert state is None
+    assert actions.shape == (16, 1) and actions.dtype == np.float32
+    assert all(model.action_space.contains(a) for a in actions)
+    actor, _ = model.predict(obs, deterministic=True)
+    moved = np.abs(_scaled(model, actions) - _scaled(model, actor))
+    assert (moved <= 0.25 + 1e-5).all()
+    info = refiner.last_info
+    assert info.q_actor.shape == info.q_refined.shape == info.distance.shape == (16,)
+    assert (info.q_refined >= info.q_actor - 1e-6).all()
+    np.testing.assert_allclose(info.distance, moved.max(axis=1), atol=1e-5)
+    # The reported Q is the critic's value at the returned action.
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    q = refiner.q_values(obs_t, torch.as_tensor(_scaled(model, actions)))
+    np.testing.assert_allclose(q.numpy(), info.q_refined, rtol=1e-4, atol=1e-4)
+    if method == "none":
+        np.testing.assert_allclose(actions, actor, atol=1e-6)
+
+
+def test_refinement_raises_q_somewhere(td3):
+    obs = _observations(td3.observation_space, 32, seed=2)
+    refiner = ActionRefiner(td3, method="adr_sync", radius=1.0, steps=50)
+    refiner.predict(obs)
+    assert (refiner.last_info.q_gain > 1e-4).any()
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    radius=st.floats(0.01, 2.5),
+    seed=st.integers(0, 1000),
+    n=st.integers(1, 5),
+    method=st.sampled_from(["adr", "gd", "cem"]),
+)
+def test_invariants_property(td3, radius, seed, n, method):
+    obs = _observations(td3.observation_space, n, seed)
+    refiner = ActionRefiner(td3, method=method, radius=radius, steps=8, seed=seed)
+    actions, _ = refiner.predict(obs)
+    actor, _ = td3.predict(obs, deterministic=True)
+    assert all(td3.action_space.contains(a) for a in actions)
+    assert (np.abs(_scaled(td3, actions) - _scaled(td3, actor)) <= radius + 1e-5).all()
+    assert (refiner.last_info.q_refined >= refiner.last_info.q_actor - 1e-6).all()
+
+
+def test_unbatched_observation(td3):
+    obs = _observations(td3.observation_space, 1, seed=3)[0]
+    action, _ = ActionRefiner(td3, steps=5).predict(obs)
+    assert action.shape == (1,) and td3.action_space.contains(action)
+
+
+def test_works_with_sb3_evaluate_policy_on_two_envs(td3):
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0, env_kwargs={"max_episode_steps": 25})
+    refiner = ActionRefiner(td3, method="adr", radius=0.25, steps=5)
+    mean, std = evaluate_policy(refiner, env, n_eval_episodes=2)
+    assert np.isfinite(mean) and np.isfinite(std)
+    assert -25 * 16.3 <= mean <= 0  # Pendulum rewards lie in [-16.3, 0]
+
+
+def test_seeded_calls_are_reproducible(td3):
+    obs = _observations(td3.observation_space, 8, seed=4)
+    a1, _ = ActionRefiner(td3, method="cem", steps=5, seed=3).predict(obs)
+    a2, _ = ActionRefiner(td3, method="cem", steps=5, seed=3).predict(obs)
+    a3, _ = ActionRefiner(td3, method="cem", steps=5, seed=4).predict(obs)
+    np.testing.assert_array_equal(a1, a2)
+    assert not np.array_equal(a1, a3)
+
+
+@pytest.mark.parametrize("critic", ["min", "q1", "mean"])
+def test_critic_modes(td3, critic):
+    obs = _observations(td3.observation_space, 4, seed=5)
+    refiner = ActionRefiner(td3, method="none", critic=critic)
+    refiner.predict(obs)
+    obs_t, _ = td3.policy.obs_to_tensor(obs)
+    actor, _ = td3.predict(obs, deterministic=True)
+    with torch.no_grad():
+        q1, q2 = td3.policy.critic(obs_t, torch.as_tensor(_scaled(td3, actor)))
+    expected = {"min": torch.min(q1, q2), "q1": q1, "mean": (q1 + q2) / 2}[critic].squeeze(1)
+    np.testing.assert_allclose(refiner.last_info.q_actor, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _snapshot(policy):
+    return (
+        copy.deepcopy(policy.state_dict()),
+        [m.training for m in policy.modules()],
+        [p.requires_grad for p in policy.parameters()],
+        [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in policy.modules()],
+    )
+
+
+def test_model_state_untouched(td3):
+    td3.policy.set_training_mode(True)
+    before = _snapshot(td3.policy)
+    ActionRefiner(td3, method="adr", steps=5).predict(
+        _observations(td3.observation_space, 4, seed=6)
+    )
+    after = _snapshot(td3.policy)
+    assert before[1:] == after[1:]
+    for k in before[0]:
+        assert torch.equal(before[0][k], after[0][k])
+    td3.policy.set_training_mode(False)
+
+
+def test_errors(td3):
+    ppo = PPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=64, verbose=0)
+    with pytest.raises(TypeError, match="TD3, DDPG and SAC"):
+        ActionRefiner(ppo)
+    with pytest.raises(ValueError, match="radius"):
+        ActionRefiner(td3, radius=0.0)
+    with pytest.raises(ValueError, match="unknown method"):
+        ActionRefiner(td3, method="sgd")
+    with pytest.raises(ValueError, match="critic"):
+        ActionRefiner(td3, critic="max")
+    with pytest.raises(ValueError, match="observation shape"):
+        ActionRefiner(td3, steps=2).predict(np.zeros((2, 5), dtype=np.float32))
