@@ -1,0 +1,197 @@
+"""Speed of action refinement: latency at batch 1, throughput at batch 256, batched vs
+one observation at a time, ADR vs GD at equal steps.
+
+Latency does not depend on what the critic learned, only on its shape, so by default
+the agent is a TD3 with the reference 400-300 networks built on the chosen env (pass
+``--model`` to time a trained agent instead). Writes ``<out>/results.json`` and prints a
+table.
+
+    python -m eval.bench_refine                       # CPU (and CUDA when present)
+    python -m eval.bench_refine --quick               # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import TD3
+
+from adr_rl import ActionRefiner
+
+
+@dataclass
+class Args:
+    env: str = "Pendulum-v1"
+    """Gymnasium env whose spaces shape the agent."""
+    model: str = ""
+    """Optional path of a trained TD3/SAC/TQC zip to time instead of the 400-300 TD3."""
+    methods: list[str] = field(default_factory=lambda: ["none", "adr", "adr_sync", "gd", "cem"])
+    """Refinement methods to time."""
+    steps: int = 100
+    """Optimizer steps per refinement (CEM: iterations of 64 samples, so steps // 32 of
+    them match ADR's network evaluations)."""
+    batch: int = 256
+    """Batch for the throughput measurement."""
+    repeats: int = 5
+    """Timed calls per measurement (median reported)."""
+    loop_size: int = 256
+    """Observations refined one at a time for the batched-vs-loop ratio."""
+    threads: int = 1
+    """torch threads on CPU."""
+    out: str = "results/bench_refine"
+    """Output folder."""
+    quick: bool = False
+    """Smoke run: 10 steps, 2 repeats, 32 observations in the loop."""
+
+
+def parse_args() -> Args:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    defaults = Args()
+    for f in dataclasses.fields(Args):
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, action="store_true")
+        elif isinstance(default, list):
+            parser.add_argument(flag, nargs="*", default=default)
+        else:
+            parser.add_argument(flag, type=type(default), default=default)
+    args = Args(**vars(parser.parse_args()))
+    if args.quick:
+        args.steps, args.repeats, args.loop_size = 10, 2, 32
+        if args.out == Args.out:
+            args.out = "runs/bench_refine_quick"
+    return args
+
+
+def build_agent(args: Args, device: str) -> Any:
+    if args.model:
+        for algo in _algorithms():
+            try:
+                return algo.load(args.model, device=device)
+            except (ValueError, KeyError, RuntimeError):
+                continue
+        raise SystemExit(f"could not load {args.model} as {[a.__name__ for a in _algorithms()]}")
+    env = gym.make(args.env)
+    return TD3("MlpPolicy", env, policy_kwargs={"net_arch": [400, 300]}, seed=0, device=device)
+
+
+def _algorithms() -> list[Any]:
+    from stable_baselines3 import DDPG, SAC
+
+    algos: list[Any] = [TD3, SAC, DDPG]
+    try:
+        from sb3_contrib import TQC
+
+        algos.append(TQC)
+    except ImportError:
+        pass
+    return algos
+
+
+def steps_for(method: str, steps: int) -> int:
+    """CEM at ADR's network evaluations: 64 samples per iteration vs 3 passes per step."""
+    return max(1, 3 * steps // 64) if method == "cem" else steps
+
+
+def median_time(fn: Any, repeats: int, device: str) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_device(args: Args, device: str) -> dict[str, Any]:
+    model = build_agent(args, device)
+    space = model.observation_space
+    space.seed(0)
+    obs = np.stack([space.sample() for _ in range(max(args.batch, args.loop_size))])
+    out: dict[str, Any] = {}
+    for method in args.methods:
+        refiner = ActionRefiner(
+            model, method=method, radius=0.25, steps=steps_for(method, args.steps), seed=0
+        )
+        one = median_time(lambda r=refiner: r.predict(obs[:1]), args.repeats, device)
+        batch = median_time(lambda r=refiner: r.predict(obs[: args.batch]), args.repeats, device)
+        loop_obs = obs[: args.loop_size]
+        loop = median_time(
+            lambda r=refiner, o=loop_obs: [r.predict(o[i : i + 1]) for i in range(len(o))],
+            max(1, args.repeats // 2),
+            device,
+        )
+        batched = median_time(lambda r=refiner, o=loop_obs: r.predict(o), args.repeats, device)
+        out[method] = {
+            "steps": steps_for(method, args.steps),
+            "latency_batch1_ms": one * 1e3,
+            f"throughput_batch{args.batch}_actions_per_s": args.batch / batch,
+            "one_at_a_time_actions_per_s": args.loop_size / loop,
+            "batched_vs_one_at_a_time": loop / batched,
+        }
+    if "adr" in out and "gd" in out:
+        out["adr_over_gd_latency_batch1"] = (
+            out["adr"]["latency_batch1_ms"] / out["gd"]["latency_batch1_ms"]
+        )
+        key = f"throughput_batch{args.batch}_actions_per_s"
+        out["gd_over_adr_throughput"] = out["gd"][key] / out["adr"][key]
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    results: dict[str, Any] = {
+        "config": dataclasses.asdict(args),
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "devices": {},
+    }
+    for device in devices:
+        results["devices"][device] = bench_device(args, device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    key = f"throughput_batch{args.batch}_actions_per_s"
+    for device, r in results["devices"].items():
+        print(f"\n{device}: {args.env} TD3 400-300 critic, radius 0.25, {args.steps} steps")
+        print(f"| method | latency @1 | throughput @{args.batch} | batched / one-at-a-time |")
+        print("|---|---|---|---|")
+        for method in args.methods:
+            m = r[method]
+            print(
+                f"| {method} ({m['steps']} steps) | {m['latency_batch1_ms']:.2f} ms | "
+                f"{m[key]:.0f} actions/s | {m['batched_vs_one_at_a_time']:.1f}x |"
+            )
+        if "adr_over_gd_latency_batch1" in r:
+            print(
+                f"  ADR/GD latency @1: {r['adr_over_gd_latency_batch1']:.2f}x; "
+                f"GD/ADR throughput @{args.batch}: {r['gd_over_adr_throughput']:.2f}x"
+            )
+    print(f"wrote {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
