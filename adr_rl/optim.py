@@ -288,10 +288,11 @@ def maximize(
         of each of the ``B`` problems. Computation runs on its device.
     :param lower: scalar or tensor broadcastable to ``x0``; ``lower <= upper``.
     :param upper: scalar or tensor broadcastable to ``x0``. GD-type methods accept an
-        unbounded box; ``fgsm``, ``random``, ``restart_gd`` need finite bounds.
+        unbounded box; ``fgsm``, ``random``, ``restart_gd``, ``cem`` need finite bounds.
     :param steps: iterations (``fgsm`` always takes one).
     :param method: one of :data:`METHODS`.
-    :param seed: seeds this call's own ``torch.Generator`` (nothing global is read).
+    :param seed: seeds this call's own ``torch.Generator`` (nothing global is read;
+        ``None`` means 0, so every call is reproducible).
     :param objective: ``objective(output, x) -> (B,)`` to maximize; default: the output.
     :param network: the module(s) whose ``nn.ReLU`` sites ADR relaxes; default ``fn``.
     :param lr: step size (ADR/GD: L2 length of an ``x`` step; PGD: sign-step size;
@@ -332,8 +333,8 @@ def maximize(
         return _objective_values(objective, out, x)
 
     with ReluSurrogate(modules) as surrogate:
-        problem = _Problem(evaluate, surrogate, x0, lo, hi, generator, record_history)
         surrogate.scan_nonlinearities(lambda: evaluate(x0))
+        problem = _Problem(evaluate, surrogate, x0, lo, hi, generator, record_history)
         steps_run = 1 if method == "fgsm" else steps
         bar = tqdm(total=steps_run, desc=f"maximize[{method}]", disable=not progress, leave=False)
         try:
