@@ -489,6 +489,13 @@ class _Problem:
         if self.history is not None:
             self.history.append(self.best_value.clone())
 
+    def finish(self, x: torch.Tensor) -> None:
+        """Score the last iterate too (the loop scores each iterate before stepping)."""
+        final, _ = self.true_value(x, record=False)
+        self.offer(x, final)
+        if self.history is not None:
+            self.history[-1] = self.best_value.clone()
+
     def true_value(
         self, x: torch.Tensor, record: bool = True
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -571,10 +578,7 @@ def _run_gradient(
             last_check = torch.maximum(last_check, value)
         problem.record()
         bar.update()
-    final, _ = problem.true_value(x, record=False)
-    problem.offer(x, final)
-    if problem.history is not None:
-        problem.history[-1] = problem.best_value.clone()
+    problem.finish(x)
     return info
 
 
@@ -750,10 +754,7 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
             c = torch.full_like(c, cfg.c_init)
         problem.record()
         bar.update()
-    final, _ = problem.true_value(x, record=False)
-    problem.offer(x, final)
-    if problem.history is not None:
-        problem.history[-1] = problem.best_value.clone()
+    problem.finish(x)
     return {"lr": lr, "noise_kicks": kicks, "config": dataclasses.asdict(cfg)}
 
 

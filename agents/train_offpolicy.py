@@ -12,8 +12,6 @@ Checkpoints (model + replay buffer) go to ``runs/<run name>/`` every
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import platform
 import shlex
@@ -32,6 +30,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 
 from agents.callbacks import TqdmCallback
 from agents.hyperparams import REFERENCE_SCORES, hyperparams
+from eval import cli
 
 ALGOS = {"td3": TD3, "sac": SAC}
 
@@ -61,14 +60,7 @@ class Args:
 
 
 def parse_args() -> Args:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    for f in dataclasses.fields(Args):
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"), type=type(f.default), default=f.default
-        )
-    return Args(**vars(parser.parse_args()))
+    return cli.parse_args(Args, __doc__)
 
 
 def bootstrap_ci(x: np.ndarray, seed: int = 0, n: int = 10_000) -> tuple[float, float]:

@@ -16,7 +16,6 @@ normalized by GD's final value) and prints the table that the README shows.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 
 from adr_rl import ADRConfig, adr_sync_config, maximize, network_evaluations
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
+from eval import cli
 
 SHAPES = {"small": (10, 64, 64, 1), "large": (128, 500, 500, 500, 1)}
 
@@ -92,21 +92,7 @@ class Args:
 
 
 def parse_args() -> Args:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    defaults = Args()
-    for f in dataclasses.fields(Args):
-        default = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true")
-        elif isinstance(default, list):
-            kind = type(default[0]) if default else str
-            parser.add_argument(flag, nargs="*", type=kind, default=default)
-        else:
-            parser.add_argument(flag, type=type(default), default=default)
-    args = Args(**vars(parser.parse_args()))
+    args = cli.parse_args(Args, __doc__)
     if args.quick:
         args.seeds_small, args.seeds_large, args.steps = 3, 1, 300
         args.timing_steps = 50

@@ -12,7 +12,6 @@ table.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
@@ -27,6 +26,7 @@ import torch
 from stable_baselines3 import TD3
 
 from adr_rl import ActionRefiner
+from eval import cli
 
 
 @dataclass
@@ -55,20 +55,7 @@ class Args:
 
 
 def parse_args() -> Args:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    defaults = Args()
-    for f in dataclasses.fields(Args):
-        default = getattr(defaults, f.name)
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true")
-        elif isinstance(default, list):
-            parser.add_argument(flag, nargs="*", default=default)
-        else:
-            parser.add_argument(flag, type=type(default), default=default)
-    args = Args(**vars(parser.parse_args()))
+    args = cli.parse_args(Args, __doc__)
     if args.quick:
         args.steps, args.repeats, args.loop_size = 10, 2, 32
         if args.out == Args.out:
