@@ -95,9 +95,10 @@ class ImpalaCNN(BaseFeaturesExtractor):
         features_dim: int = IMPALA_FEATURES_DIM,
         channels: tuple[int, ...] = IMPALA_CHANNELS,
     ) -> None:
-        if not isinstance(observation_space, gymnasium.spaces.Box) or len(
-            observation_space.shape
-        ) != 3:
+        if (
+            not isinstance(observation_space, gymnasium.spaces.Box)
+            or len(observation_space.shape) != 3
+        ):
             raise ValueError(
                 f"ImpalaCNN needs a (C, H, W) image Box, got {observation_space}; "
                 "wrap the env with VecTransposeImage (PPO does this for image Boxes)."

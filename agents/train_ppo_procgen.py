@@ -267,11 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_size = args.num_envs * args.num_steps
         if batch_size % args.num_minibatches:
             raise ValueError("num_envs * num_steps must be divisible by num_minibatches.")
-        lr = (
-            LinearSchedule(args.learning_rate, 0.0, 1.0)
-            if args.anneal_lr
-            else args.learning_rate
-        )
+        lr = LinearSchedule(args.learning_rate, 0.0, 1.0) if args.anneal_lr else args.learning_rate
         model = PPO(
             "CnnPolicy",
             venv,
