@@ -41,9 +41,9 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
-from tqdm import tqdm
 
 from adr_rl.extractors import cnn_policy_kwargs
+from agents.callbacks import TqdmCallback
 from envs.procgen import TRAIN_LEVELS, make_procgen_vec_env
 
 
@@ -109,7 +109,7 @@ def _field_docs(cls: type) -> dict[str, str]:
     """Docstrings written under dataclass fields (CleanRL / tyro convention)."""
     docs: dict[str, str] = {}
     body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
-    for node, nxt in zip(body, body[1:]):
+    for node, nxt in zip(body, body[1:], strict=False):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)
@@ -134,35 +134,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
             kind = {"int": int, "float": float, "str": str}[str(field.type)]
             parser.add_argument(flag, type=kind, default=field.default, help=help_text)
     return Args(**vars(parser.parse_args(argv)))
-
-
-class TqdmCallback(BaseCallback):
-    """A tqdm bar over env steps (SB3's own bar needs ``rich``)."""
-
-    def __init__(self, total: int) -> None:
-        super().__init__()
-        self.total = total
-        self.bar: tqdm | None = None
-
-    def _on_training_start(self) -> None:
-        # Under nohup the bar goes to a log file: refresh rarely to keep it small.
-        interactive = sys.stderr.isatty()
-        self.bar = tqdm(
-            total=self.total,
-            initial=self.model.num_timesteps,
-            unit="step",
-            mininterval=0.5 if interactive else 60.0,
-            dynamic_ncols=interactive,
-        )
-
-    def _on_step(self) -> bool:
-        assert self.bar is not None
-        self.bar.update(self.model.num_timesteps - self.bar.n)
-        return True
-
-    def _on_training_end(self) -> None:
-        assert self.bar is not None
-        self.bar.close()
 
 
 class StopOnSignalCallback(BaseCallback):

@@ -231,7 +231,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import torch
-
     from stable_baselines3 import PPO
     from stable_baselines3.common.utils import set_random_seed
 

@@ -30,7 +30,7 @@ def _play(venv: VecEnv, steps: int, seed: int = 0) -> tuple[list, list[int]]:
     for _ in range(steps):
         _, _, dones, infos = venv.step(rng.integers(0, 15, size=venv.num_envs))
         level_seeds += [info["level_seed"] for info in infos]
-        finished += [info for info, done in zip(infos, dones) if done]
+        finished += [info for info, done in zip(infos, dones, strict=True) if done]
     return finished, level_seeds
 
 

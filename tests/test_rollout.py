@@ -47,8 +47,9 @@ def test_episode_quotas_reject_bad_sizes():
 
 @pytest.mark.parametrize("levels", [TRAIN_LEVELS, UNSEEN_LEVELS])
 def test_rollout_counts_quota_per_env(levels):
-    result = rollout(RandomPolicy(seed=0), "coinrun", 10, levels=levels, n_envs=4, seed=0,
-                     progress_bar=False)
+    result = rollout(
+        RandomPolicy(seed=0), "coinrun", 10, levels=levels, n_envs=4, seed=0, progress_bar=False
+    )
     assert isinstance(result, RolloutResult)
     assert result.returns.shape == result.lengths.shape == (10,)
     assert result.returns.dtype == np.float64 and result.lengths.dtype == np.int64
@@ -68,8 +69,9 @@ def test_rollout_is_seeded():
 
 def test_rollout_accepts_any_predict_and_caps_envs():
     policy = FirstActionPolicy()
-    result = rollout(policy, "coinrun", 2, levels=LevelSplit(0, 5), n_envs=8, seed=0,
-                     progress_bar=False)
+    result = rollout(
+        policy, "coinrun", 2, levels=LevelSplit(0, 5), n_envs=8, seed=0, progress_bar=False
+    )
     assert policy.batch_sizes == {2}
     assert result.config["n_envs"] == 2
     assert policy.calls >= result.lengths.max()

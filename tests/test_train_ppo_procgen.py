@@ -11,21 +11,39 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.torch_layers import NatureCNN
 
 from adr_rl.extractors import ImpalaCNN
-
 from agents.train_ppo_procgen import Args, parse_args
 
 # The procgen extra (procgen2 wheel) provides the games.
 pytest.importorskip("procgen")
 
-TINY = ["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2", "--threads", "1",
-        "--checkpoint-freq", "64", "--no-progress-bar"]
+TINY = [
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "32",
+    "--num-minibatches",
+    "2",
+    "--threads",
+    "1",
+    "--checkpoint-freq",
+    "64",
+    "--no-progress-bar",
+]
 
 
 def _train(tmp_path: Path, *extra: str) -> Path:
-    cmd = [sys.executable, "-m", "agents.train_ppo_procgen", "--runs-dir", str(tmp_path), *TINY,
-           *extra]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
-                         cwd=Path(__file__).resolve().parents[1])
+    cmd = [
+        sys.executable,
+        "-m",
+        "agents.train_ppo_procgen",
+        "--runs-dir",
+        str(tmp_path),
+        *TINY,
+        *extra,
+    ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[1]
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     run_line = next(line for line in out.stdout.splitlines() if line.startswith("run: "))
     return Path(run_line.removeprefix("run: "))
@@ -35,7 +53,10 @@ def test_parse_args_defaults_follow_cleanrl():
     args = parse_args([])
     assert args == Args()
     assert (args.num_envs, args.num_steps, args.update_epochs, args.num_minibatches) == (
-        64, 256, 3, 8
+        64,
+        256,
+        3,
+        8,
     )
     assert (args.learning_rate, args.gamma, args.gae_lambda) == (5e-4, 0.999, 0.95)
     assert args.clip_coef == 0.2
@@ -52,8 +73,15 @@ def nature_run(tmp_path_factory) -> Path:
 def _check_run(run: Path, extractor_cls: type) -> None:
     name = run.name.split("__")
     assert name[:3] == ["coinrun", "ppo_procgen", "1"] and name[3].isdigit()
-    for f in ["progress.csv", "monitor.csv", "args.json", "command.txt", "summary.json",
-              "checkpoints/latest.zip", "checkpoints/latest_vecnormalize.pkl"]:
+    for f in [
+        "progress.csv",
+        "monitor.csv",
+        "args.json",
+        "command.txt",
+        "summary.json",
+        "checkpoints/latest.zip",
+        "checkpoints/latest_vecnormalize.pkl",
+    ]:
         assert (run / f).exists(), f
     assert list(run.glob("events.out.tfevents.*")), "TensorBoard events"
     assert json.loads((run / "summary.json").read_text())["num_timesteps"] == 128
@@ -72,21 +100,42 @@ def test_smoke_train_impala(tmp_path):
 
 
 def test_smoke_resume_continues_counting(nature_run, tmp_path):
-    resumed = _train(tmp_path, "--env", "coinrun", "--total-timesteps", "256",
-                     "--resume", str(nature_run / "checkpoints" / "latest.zip"))
+    resumed = _train(
+        tmp_path,
+        "--env",
+        "coinrun",
+        "--total-timesteps",
+        "256",
+        "--resume",
+        str(nature_run / "checkpoints" / "latest.zip"),
+    )
     assert json.loads((resumed / "summary.json").read_text())["num_timesteps"] == 256
     progress = (resumed / "progress.csv").read_text().splitlines()
     header = progress[0].split(",")
-    steps = [int(float(row.split(",")[header.index("time/total_timesteps")]))
-             for row in progress[1:]]
+    steps = [
+        int(float(row.split(",")[header.index("time/total_timesteps")])) for row in progress[1:]
+    ]
     assert steps == [192, 256]
 
 
 def test_sigterm_saves_a_final_checkpoint(tmp_path):
-    cmd = [sys.executable, "-m", "agents.train_ppo_procgen", "--runs-dir", str(tmp_path), *TINY,
-           "--total-timesteps", "1000000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+    cmd = [
+        sys.executable,
+        "-m",
+        "agents.train_ppo_procgen",
+        "--runs-dir",
+        str(tmp_path),
+        *TINY,
+        "--total-timesteps",
+        "1000000",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert proc.stdout is not None
     run = None
     for line in proc.stdout:
