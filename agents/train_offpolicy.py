@@ -31,6 +31,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from agents.callbacks import TqdmCallback
 from agents.hyperparams import REFERENCE_SCORES, hyperparams
 from eval import cli
+from eval.stats import bootstrap_mean_ci
 
 ALGOS = {"td3": TD3, "sac": SAC}
 
@@ -61,13 +62,6 @@ class Args:
 
 def parse_args() -> Args:
     return cli.parse_args(Args, __doc__)
-
-
-def bootstrap_ci(x: np.ndarray, seed: int = 0, n: int = 10_000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean of ``x`` (shape ``(n_episodes,)``)."""
-    rng = np.random.default_rng(seed)
-    means = rng.choice(x, size=(n, len(x)), replace=True).mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def main() -> None:
@@ -116,7 +110,7 @@ def main() -> None:
         return_episode_rewards=True,
     )
     returns = np.asarray(returns, dtype=float)
-    lo, hi = bootstrap_ci(returns)
+    lo, hi = bootstrap_mean_ci(returns)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{args.algo}_{args.env}"

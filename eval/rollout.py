@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.procgen import TRAIN_LEVELS, LevelSplit, level_split, make_procgen_vec_env
+from eval.stats import bootstrap_mean_ci
 
 
 class PredictPolicy(Protocol):
@@ -178,30 +179,6 @@ def rollout(
         env_ids=np.asarray(env_ids, dtype=np.int64),
         config=config,
     )
-
-
-def bootstrap_mean_ci(
-    values: np.ndarray, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile-bootstrap confidence interval of the mean.
-
-    :param values: ``(n,)`` float, e.g. episode returns.
-    :param confidence: Coverage of the interval.
-    :param n_resamples: Bootstrap resamples.
-    :param seed: Seed of the resampling.
-    :return: ``(low, high)``.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"values must be a non-empty 1-D array, got shape {values.shape}.")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}.")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, values.size, size=(n_resamples, values.size))
-    means = values[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
 def summarize(result: RolloutResult, seed: int = 0) -> dict[str, float]:

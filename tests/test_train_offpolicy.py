@@ -14,7 +14,7 @@ from stable_baselines3 import TD3
 
 from adr_rl import ActionRefiner
 from agents.hyperparams import hyperparams
-from agents.train_offpolicy import bootstrap_ci
+from eval.stats import bootstrap_mean_ci
 
 
 def test_hyperparams_are_copies_and_unknown_pairs_fail():
@@ -25,11 +25,11 @@ def test_hyperparams_are_copies_and_unknown_pairs_fail():
         hyperparams("td3", "CartPole-v1")
 
 
-def test_bootstrap_ci_brackets_the_mean():
+def test_bootstrap_mean_ci_brackets_the_mean():
     x = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
-    lo, hi = bootstrap_ci(x)
+    lo, hi = bootstrap_mean_ci(x)
     assert lo < x.mean() < hi
-    assert bootstrap_ci(np.full(7, 3.0)) == (3.0, 3.0)
+    assert bootstrap_mean_ci(np.full(7, 3.0)) == (3.0, 3.0)
 
 
 def test_train_script_writes_a_loadable_agent_and_card(tmp_path):
