@@ -4,8 +4,11 @@ One experiment per run, CleanRL style: hyper-parameters come from
 ``agents/hyperparams.py``; the trained agent is saved to ``agents/zoo/<algo>_<env>.zip``
 (no replay buffer) with ``<algo>_<env>.md``, its clean return over ``--eval-episodes``
 episodes (mean, std, bootstrap 95% CI), the command, seed, steps and wall time.
-Checkpoints (model + replay buffer) go to ``runs/<run name>/`` every
-``--checkpoint-freq`` steps; ``--resume PATH`` continues from one.
+A learning curve (``--eval-freq``, 5 episodes each) is saved beside it as PNG + JSON.
+The latest checkpoint (model, and the replay buffer unless ``--no-replay-buffer``) is
+kept in ``runs/<run name>/`` every ``--checkpoint-freq`` steps; ``--resume PATH``
+continues from one. ``--max-minutes`` stops training on a wall-clock budget (the agent
+is evaluated and shipped as it is; the card says how many steps it got).
 
     python -m agents.train_offpolicy --algo td3 --env Pendulum-v1 --seed 0
 """
@@ -20,18 +23,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import gymnasium as gym
-import numpy as np
-import torch
-from stable_baselines3 import SAC, TD3
-from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
-from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.noise import NormalActionNoise
+import matplotlib
 
-from agents.callbacks import TqdmCallback
-from agents.hyperparams import REFERENCE_SCORES, hyperparams
-from eval import cli
-from eval.stats import bootstrap_mean_ci
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from stable_baselines3 import SAC, TD3  # noqa: E402
+from stable_baselines3.common.callbacks import (  # noqa: E402
+    BaseCallback,
+    CallbackList,
+    EvalCallback,
+)
+from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
+from stable_baselines3.common.noise import NormalActionNoise  # noqa: E402
+
+from agents.callbacks import LatestCheckpointCallback, TimeLimitCallback, TqdmCallback  # noqa: E402
+from agents.hyperparams import REFERENCE_SCORES, hyperparams  # noqa: E402
+from envs.control import make_control_env  # noqa: E402
+from eval import cli  # noqa: E402
+from eval.stats import bootstrap_mean_ci  # noqa: E402
 
 ALGOS = {"td3": TD3, "sac": SAC}
 
@@ -52,8 +63,16 @@ class Args:
     """Seed of the evaluation env (disjoint from training)."""
     threads: int = 1
     """torch threads."""
-    checkpoint_freq: int = 10_000
-    """Steps between checkpoints under runs/."""
+    device: str = "auto"
+    """torch device of the networks: auto (CUDA when present), cpu, cuda."""
+    max_minutes: float = 0.0
+    """Stop training after this many minutes of wall time (0: no limit)."""
+    eval_freq: int = 10_000
+    """Steps between the learning curve's evaluations (5 episodes each; 0: none)."""
+    checkpoint_freq: int = 50_000
+    """Steps between (over-)writes of the latest checkpoint under runs/."""
+    no_replay_buffer: bool = False
+    """Do not save the replay buffer with the checkpoints (it can be large)."""
     resume: str = ""
     """Checkpoint zip to continue from (its replay buffer is loaded when present)."""
     out: str = "agents/zoo"
@@ -72,36 +91,51 @@ def main() -> None:
     steps = args.total_timesteps or config.pop("n_timesteps")
     config.pop("n_timesteps", None)
     noise_std = config.pop("noise_std", None)
-    env = gym.make(args.env)
-    env.reset(seed=args.seed)
+    env = make_control_env(args.env, seed=args.seed)
     if noise_std is not None:
         dim = env.action_space.shape[0]
         config["action_noise"] = NormalActionNoise(np.zeros(dim), noise_std * np.ones(dim))
     run = f"{args.env}__{args.algo}__{args.seed}__{int(time.time())}"
     algo = ALGOS[args.algo]
     if args.resume:
-        model = algo.load(args.resume, env=env)
-        buffer = Path(args.resume).with_name(
-            Path(args.resume).stem.replace("model", "replay_buffer") + ".pkl"
-        )
+        model = algo.load(args.resume, env=env, device=args.device)
+        buffer = Path(args.resume).with_name(Path(args.resume).stem + "_replay_buffer.pkl")
         if buffer.exists():
             model.load_replay_buffer(buffer)
     else:
-        model = algo("MlpPolicy", env, seed=args.seed, verbose=0, device="cpu", **config)
-    checkpoints = CheckpointCallback(
-        args.checkpoint_freq, f"runs/{run}", name_prefix="model", save_replay_buffer=True
-    )
+        model = algo("MlpPolicy", env, seed=args.seed, verbose=0, device=args.device, **config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.algo}_{args.env}"
+    callbacks: list[BaseCallback] = [
+        LatestCheckpointCallback(
+            Path("runs") / run / "latest.zip",
+            args.checkpoint_freq,
+            save_replay_buffer=not args.no_replay_buffer,
+        ),
+    ]
+    if args.eval_freq > 0:
+        curve_env = make_control_env(args.env, seed=args.eval_seed + 1)
+        callbacks.append(
+            EvalCallback(
+                curve_env,
+                n_eval_episodes=5,
+                eval_freq=args.eval_freq,
+                log_path=str(Path("runs") / run),
+                deterministic=True,
+                verbose=0,
+            )
+        )
+    if args.max_minutes > 0:
+        callbacks.append(TimeLimitCallback(args.max_minutes * 60.0))
     total = model.num_timesteps + steps if args.resume else steps
+    callbacks.append(TqdmCallback(total))
     start = time.time()
-    model.learn(
-        steps,
-        callback=CallbackList([checkpoints, TqdmCallback(total)]),
-        reset_num_timesteps=not args.resume,
-    )
+    model.learn(steps, callback=CallbackList(callbacks), reset_num_timesteps=not args.resume)
     wall = time.time() - start
+    callbacks[0].save(model)  # the final state, for --resume
 
-    eval_env = gym.make(args.env)
-    eval_env.reset(seed=args.eval_seed)
+    eval_env = make_control_env(args.env, seed=args.eval_seed)
     returns, lengths = evaluate_policy(
         model,
         eval_env,
@@ -111,19 +145,23 @@ def main() -> None:
     )
     returns = np.asarray(returns, dtype=float)
     lo, hi = bootstrap_mean_ci(returns)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.algo}_{args.env}"
-    model.save(out / name)
+    model.save(out / name, exclude=["replay_buffer"])
+    curve = _save_learning_curve(Path("runs") / run / "evaluations.npz", out / name)
     card = {
         "algo": args.algo,
         "env": args.env,
         "seed": args.seed,
         "env_steps": int(model.num_timesteps),
         "wall_time_s": wall,
-        "device": f"CPU ({platform.machine()}), {args.threads} torch thread(s)",
+        "planned_steps": int(total),
+        "stopped_by_time_limit": bool(model.num_timesteps < total),
+        "device": _describe_device(model.device, args.threads),
         "command": "python -m agents.train_offpolicy " + shlex.join(sys.argv[1:]),
-        "hyperparams": {k: str(v) for k, v in hyperparams(args.algo, args.env).items()},
+        "hyperparams": {
+            k: getattr(v, "__qualname__", str(v))
+            for k, v in hyperparams(args.algo, args.env).items()
+        },
+        "learning_curve": curve,
         "eval": {
             "episodes": args.eval_episodes,
             "seed": args.eval_seed,
@@ -139,17 +177,47 @@ def main() -> None:
         f"# {args.algo.upper()} on {args.env}: `{name}.zip`\n\n"
         f"| | |\n|---|---|\n"
         f"| command | `{card['command']}` |\n| seed | {args.seed} |\n"
-        f"| env steps | {card['env_steps']:,} |\n| wall time | {wall / 60:.1f} min |\n"
+        f"| env steps | {card['env_steps']:,} of the planned {total:,}"
+        f"{' (stopped by the wall-time budget)' if card['stopped_by_time_limit'] else ''} |\n"
+        f"| wall time | {wall / 60:.1f} min |\n"
         f"| device | {card['device']} |\n"
         "| hyper-parameters | `agents/hyperparams.py` (rl-zoo3) |\n\n"
         f"Clean return over {args.eval_episodes} episodes (deterministic actor, eval seed "
         f"{args.eval_seed}): **{returns.mean():.1f}** +/- {returns.std():.1f} (std), "
         f"95% bootstrap CI [{lo:.1f}, {hi:.1f}].\n\n"
         f"Reference: {REFERENCE_SCORES.get((args.algo, args.env), 'none recorded')}.\n"
+        + (f"\n![learning curve]({name}_learning_curve.png)\n" if curve else "")
     )
     print(
         json.dumps(card["eval"] | {"env_steps": card["env_steps"], "wall_time_s": wall}, indent=1)
     )
+
+
+def _describe_device(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, {threads} torch CPU thread(s)"
+    return f"CPU ({platform.machine()}), {threads} torch thread(s)"
+
+
+def _save_learning_curve(npz: Path, stem: Path) -> dict | None:
+    """Plot EvalCallback's curve (mean and std over its 5 episodes) to ``<stem>_learning_curve``."""
+    if not npz.exists():
+        return None
+    data = np.load(npz)
+    steps, results = data["timesteps"], data["results"]
+    mean, std = results.mean(axis=1), results.std(axis=1)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(steps, mean)
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.3)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("return (5 episodes, deterministic)")
+    ax.set_title(stem.name)
+    fig.tight_layout()
+    fig.savefig(stem.with_name(stem.name + "_learning_curve.png"), dpi=100)
+    plt.close(fig)
+    curve = {"timesteps": steps.tolist(), "mean": mean.tolist(), "std": std.tolist()}
+    (stem.with_name(stem.name + "_learning_curve.json")).write_text(json.dumps(curve))
+    return {"points": len(steps), "file": stem.name + "_learning_curve.json"}
 
 
 if __name__ == "__main__":

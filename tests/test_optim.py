@@ -385,3 +385,30 @@ def test_cuda_matches_cpu(method):
     assert gpu.x.device.type == "cuda"
     torch.testing.assert_close(gpu.x.cpu(), cpu.x, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(gpu.value.cpu(), cpu.value, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_impala_cnn_adr_matches_cpu():
+    """ADR on a residual CNN (IMPALA) on CUDA: same iterates as on CPU, in float64."""
+    from gymnasium import spaces
+
+    from adr_rl.extractors import ImpalaCNN
+
+    torch.manual_seed(0)
+    cnn = ImpalaCNN(spaces.Box(0, 255, (3, 64, 64), dtype="uint8"), features_dim=8).double()
+    x = torch.rand(3, 3, 64, 64, dtype=torch.float64)
+    lo, hi = (x - 4 / 255).clamp(0, 1), (x + 4 / 255).clamp(0, 1)
+    config = ADRConfig(use_noise=False)
+
+    def run(net, x, lo, hi):
+        return maximize(
+            lambda z: net(z)[:, 0], x, lo, hi, steps=5, method="adr", network=net, config=config
+        )
+
+    cpu = run(cnn, x, lo, hi)
+    gpu = run(cnn.cuda(), x.cuda(), lo.cuda(), hi.cuda())
+    assert gpu.x.device.type == "cuda"
+    assert ((gpu.x >= lo.cuda()) & (gpu.x <= hi.cuda())).all()
+    torch.testing.assert_close(gpu.x.cpu(), cpu.x, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gpu.value.cpu(), cpu.value, rtol=1e-6, atol=1e-6)

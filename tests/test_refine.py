@@ -174,3 +174,23 @@ def test_errors(td3):
         ActionRefiner(td3, critic="max")
     with pytest.raises(ValueError, match="observation shape"):
         ActionRefiner(td3, steps=2).predict(np.zeros((2, 5), dtype=np.float32))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["adr", "gd", "cem"])
+def test_cuda_refinement_matches_cpu_and_stays_on_device(td3, method):
+    """The refiner follows the model's device; CPU and CUDA give the same actions."""
+    obs = _observations(td3.observation_space, 8, seed=4)
+    cpu = ActionRefiner(td3, method=method, radius=0.25, steps=10, seed=0)
+    cpu_actions, _ = cpu.predict(obs, deterministic=True)
+    gpu_model = TD3("MlpPolicy", td3.env, policy_kwargs={"net_arch": [32, 32]}, device="cuda")
+    gpu_model.policy.load_state_dict(td3.policy.state_dict())
+    gpu = ActionRefiner(gpu_model, method=method, radius=0.25, steps=10, seed=0)
+    gpu_actions, _ = gpu.predict(obs, deterministic=True)
+    assert next(gpu_model.policy.parameters()).device.type == "cuda"
+    assert all(td3.action_space.contains(a) for a in gpu_actions)
+    np.testing.assert_allclose(gpu_actions, cpu_actions, atol=2e-3)
+    np.testing.assert_allclose(
+        gpu.last_info.q_refined, cpu.last_info.q_refined, rtol=1e-3, atol=1e-3
+    )

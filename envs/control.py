@@ -1,0 +1,54 @@
+"""Continuous-control tasks for the off-policy agents and action refinement.
+
+One factory for the Gymnasium tasks the project trains and refines on, so training,
+evaluation and tests build them the same way (seeding, episode statistics, vectorized
+form). Box2D tasks need ``box2d`` + ``pygame`` and MuJoCo tasks need ``mujoco``: the
+``control`` extra (``pip install -e ".[control]"``) installs both; a missing one gives an
+error that names the extra instead of Gymnasium's import trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+#: Tasks with agents or hyper-parameters in this project, and what each one needs.
+CONTROL_ENVS: dict[str, str] = {
+    "Pendulum-v1": "classic control",
+    "LunarLanderContinuous-v3": "box2d",
+    "BipedalWalker-v3": "box2d",
+    "HalfCheetah-v5": "mujoco",
+    "Hopper-v5": "mujoco",
+}
+
+
+def _check(env_id: str) -> None:
+    if env_id not in CONTROL_ENVS:
+        raise ValueError(f"unknown control env {env_id!r}; supported: {sorted(CONTROL_ENVS)}")
+
+
+def make_control_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
+    """One Gymnasium env with its episode statistics, reset with ``seed``."""
+    _check(env_id)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as exc:
+        raise ImportError(
+            f"{env_id} needs {CONTROL_ENVS[env_id]}: pip install -e '.[control]' ({exc})"
+        ) from exc
+    env = gym.wrappers.RecordEpisodeStatistics(env)
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def make_control_vec_env(env_id: str, n_envs: int = 1, seed: int = 0) -> VecEnv:
+    """``n_envs`` copies in a ``DummyVecEnv`` (env ``i`` seeded ``seed + i``), with SB3's
+    ``Monitor`` so ``evaluate_policy`` reads true episode returns."""
+    _check(env_id)
+    make_control_env(env_id).close()  # fail early, with the clear message above
+    return make_vec_env(env_id, n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
