@@ -10,6 +10,7 @@ observations).
 from adr_rl.optim import (
     METHODS,
     AdamConfig,
+    CEMConfig,
     ADRConfig,
     MaximizeResult,
     PerturbedGDConfig,
