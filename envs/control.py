@@ -13,6 +13,7 @@ from typing import Any
 
 import gymnasium as gym
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 #: Tasks with agents or hyper-parameters in this project, and what each one needs.
@@ -31,7 +32,8 @@ def _check(env_id: str) -> None:
 
 
 def make_control_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
-    """One Gymnasium env with its episode statistics, reset with ``seed``."""
+    """One Gymnasium env in SB3's ``Monitor`` (true episode returns for
+    ``evaluate_policy``), reset with ``seed``."""
     _check(env_id)
     try:
         env = gym.make(env_id, **kwargs)
@@ -39,7 +41,7 @@ def make_control_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym
         raise ImportError(
             f"{env_id} needs {CONTROL_ENVS[env_id]}: pip install -e '.[control]' ({exc})"
         ) from exc
-    env = gym.wrappers.RecordEpisodeStatistics(env)
+    env = Monitor(env)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)

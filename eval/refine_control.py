@@ -1,0 +1,349 @@
+"""Does critic-guided action refinement pay on the shipped control agents?
+
+For each agent, method and trust-region radius, roll the refined policy out and record
+the episode return, the critic's Q gain per step, how often the refined action differs
+from the actor's, and the wall time per step. Every method gets the same number of
+critic evaluations per refinement (``--budget``; :func:`adr_rl.network_evaluations`
+counts them), so the comparison is about where the evaluations go, not how many.
+
+Episodes: ``--episodes`` per seed run side by side in a ``DummyVecEnv`` (one batched
+refinement per step for all of them), env ``i`` of seed ``s`` reset with
+``1000 * s + i``; the optimizer's seed is ``s`` too. Returns are reported with a
+percentile-bootstrap 95% CI over all episodes.
+
+On 1-D action spaces (Pendulum-v1) it also measures how much of the achievable Q gain
+each method captures: on states visited by the unrefined actor, the critic's maximum
+over the trust region is found by a dense grid, and each method's Q is compared to it.
+
+Writes ``<out>/results.json`` and ``<out>/returns.png``; prints a markdown table.
+
+    python -m eval.refine_control                  # all shipped agents (long: see README)
+    python -m eval.refine_control --quick          # smoke run
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from stable_baselines3 import DDPG, SAC, TD3  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from adr_rl import ActionRefiner, CEMConfig, network_evaluations  # noqa: E402
+from envs.control import make_control_vec_env  # noqa: E402
+from eval import cli  # noqa: E402
+from eval.stats import bootstrap_mean_ci  # noqa: E402
+
+ALGOS: dict[str, Any] = {"td3": TD3, "sac": SAC, "ddpg": DDPG}
+
+
+@dataclass
+class Args:
+    agents: list[str] = field(
+        default_factory=lambda: [
+            "td3_Pendulum-v1",
+            "sac_Pendulum-v1",
+            "td3_LunarLanderContinuous-v3",
+            "td3_HalfCheetah-v5",
+        ]
+    )
+    """Shipped agents, ``<algo>_<env id>`` in --zoo."""
+    zoo: str = "agents/zoo"
+    """Folder of the agents' zips."""
+    methods: list[str] = field(
+        default_factory=lambda: ["none", "gd", "adam", "cem", "adr", "adr_sync"]
+    )
+    """Refinement methods ("none": the actor's action)."""
+    radii: list[float] = field(default_factory=lambda: [0.1, 0.25, 1.0])
+    """Trust-region half-widths in the scaled action space [-1, 1]."""
+    budget: int = 90
+    """Critic evaluations per refinement, the same for every method."""
+    cem_population: int = 30
+    """CEM samples per iteration (budget // population iterations)."""
+    critic: str = "min"
+    """Critic to maximize: min (of the twin Qs), q1 or mean."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    """Evaluation seeds (env resets and optimizer)."""
+    episodes: int = 10
+    """Episodes per seed (run as parallel envs)."""
+    max_episode_steps: int = 0
+    """Cap on episode length (0: the env's own limit)."""
+    q_gap_states: int = 500
+    """States for the dense-grid Q-gap measurement on 1-D action spaces (0: skip)."""
+    q_gap_grid: int = 2001
+    """Grid points over the trust region for the Q-gap measurement."""
+    device: str = "cpu"
+    """torch device of the agents."""
+    threads: int = 1
+    """torch threads."""
+    out: str = "results/refine_control"
+    """Output folder."""
+    quick: bool = False
+    """Smoke run: Pendulum TD3, 2 seeds x 2 episodes of 50 steps, radius 0.25."""
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    args = cli.parse_args(Args, __doc__, argv)
+    if args.quick:
+        args.agents, args.seeds, args.episodes = ["td3_Pendulum-v1"], [0, 1], 2
+        args.radii, args.max_episode_steps, args.q_gap_states = [0.25], 50, 64
+        if args.out == Args.out:
+            args.out = "runs/refine_control_quick"
+    return args
+
+
+def steps_for_budget(method: str, budget: int, cem: CEMConfig) -> int:
+    """Most optimizer steps whose critic evaluations fit in ``budget``."""
+    if method == "none":
+        return 0
+    per_step = network_evaluations(method, 1, cem if method == "cem" else None)
+    steps = budget // per_step
+    if steps < 1:
+        raise ValueError(f"budget {budget} is below one {method} step ({per_step} evaluations)")
+    return steps
+
+
+def load_agent(name: str, zoo: str, device: str) -> tuple[Any, str]:
+    algo, _, env_id = name.partition("_")
+    if algo not in ALGOS:
+        raise ValueError(f"agent {name!r}: algorithm must be one of {sorted(ALGOS)}")
+    path = Path(zoo) / f"{name}.zip"
+    if not path.exists():
+        raise FileNotFoundError(f"no agent {path}; train it with agents/train_offpolicy.py")
+    return ALGOS[algo].load(path, device=device), env_id
+
+
+def make_refiner(model: Any, method: str, radius: float, args: Args, seed: int) -> ActionRefiner:
+    cem = CEMConfig(population=args.cem_population, elites=max(1, args.cem_population // 10))
+    return ActionRefiner(
+        model,
+        method=method,
+        radius=radius,
+        steps=steps_for_budget(method, args.budget, cem),
+        critic=args.critic,  # type: ignore[arg-type]
+        seed=seed,
+        config=cem if method == "cem" else None,
+    )
+
+
+def rollout(refiner: ActionRefiner, env_id: str, seed: int, args: Args) -> dict[str, Any]:
+    """``args.episodes`` episodes side by side; per-step diagnostics of unfinished envs."""
+    n = args.episodes
+    env = make_control_vec_env(env_id, n_envs=n, seed=1000 * seed)
+    obs = env.reset()
+    returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
+    done = np.zeros(n, dtype=bool)
+    gains: list[float] = []
+    changed: list[float] = []
+    times: list[float] = []
+    while not done.all():
+        start = time.perf_counter()
+        actions, _ = refiner.predict(obs, deterministic=True)
+        times.append(time.perf_counter() - start)
+        info = refiner.last_info
+        assert info is not None
+        active = ~done
+        gains.extend(info.q_gain[active].tolist())
+        changed.extend(info.changed[active].tolist())
+        obs, rewards, dones, _ = env.step(actions)
+        returns[active] += rewards[active]
+        lengths[active] += 1
+        capped = args.max_episode_steps > 0 and lengths >= args.max_episode_steps
+        done |= dones | capped
+    env.close()
+    return {
+        "returns": returns.tolist(),
+        "lengths": lengths.tolist(),
+        "q_gain_per_step": float(np.mean(gains)),
+        "fraction_changed": float(np.mean(changed)),
+        "ms_per_step": 1e3 * float(np.mean(times)),
+        "steps": len(times),
+    }
+
+
+def visited_states(model: Any, env_id: str, args: Args) -> np.ndarray:
+    """Observations of the unrefined actor's episodes (first seed), subsampled."""
+    refiner = ActionRefiner(model, method="none")
+    env = make_control_vec_env(env_id, n_envs=args.episodes, seed=1000 * args.seeds[0])
+    obs, states = env.reset(), []
+    for _ in range(args.max_episode_steps or env.envs[0].spec.max_episode_steps or 1000):
+        states.append(obs)
+        obs, _, dones, _ = env.step(refiner.predict(obs)[0])
+        if dones.all():
+            break
+    states_arr = np.concatenate(states)
+    rng = np.random.default_rng(0)
+    keep = rng.choice(len(states_arr), min(args.q_gap_states, len(states_arr)), replace=False)
+    return states_arr[np.sort(keep)]
+
+
+def q_gap(model: Any, states: np.ndarray, radius: float, args: Args) -> dict[str, Any]:
+    """Share of the dense-grid Q gain over the trust region each method captures (1-D)."""
+    base = ActionRefiner(model, method="none", critic=args.critic)  # type: ignore[arg-type]
+    obs, _ = base.policy.obs_to_tensor(states)
+    actor, info = base.refine(obs)
+    a0 = actor.reshape(-1)
+    offsets = torch.linspace(-radius, radius, args.q_gap_grid, device=a0.device)
+    grid = (a0[:, None] + offsets[None, :]).clamp(-1.0, 1.0)  # (S, G)
+    q_grid = torch.stack(
+        [base.q_values(obs, grid[:, g : g + 1]) for g in range(grid.shape[1])], dim=1
+    )
+    q_max = torch.maximum(q_grid.max(dim=1).values, torch.as_tensor(info.q_actor)).numpy()
+    achievable = q_max - info.q_actor
+    rows: dict[str, Any] = {"mean_achievable_gain": float(achievable.mean())}
+    for method in args.methods:
+        if method == "none":
+            continue
+        refiner = make_refiner(model, method, radius, args, seed=args.seeds[0])
+        _, r = refiner.refine(obs)
+        captured = np.where(achievable > 1e-6, r.q_gain / np.maximum(achievable, 1e-12), 1.0)
+        rows[method] = {
+            "mean_gap_to_grid_max": float((q_max - r.q_refined).mean()),
+            "mean_share_captured": float(captured.mean()),
+            "share_within_1e-3": float((q_max - r.q_refined <= 1e-3).mean()),
+        }
+    return rows
+
+
+def evaluate(args: Args) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    results: dict[str, Any] = {
+        "config": asdict(args),
+        "platform": f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)",
+        "agents": {},
+    }
+    jobs = [
+        (agent, method, radius)
+        for agent in args.agents
+        for method in args.methods
+        for radius in ([0.0] if method == "none" else args.radii)
+    ]
+    bar = tqdm(total=len(jobs) * len(args.seeds), desc="refine_control", unit="seed")
+    for agent in args.agents:
+        model, env_id = load_agent(agent, args.zoo, args.device)
+        rows: list[dict[str, Any]] = []
+        for _, method, radius in [j for j in jobs if j[0] == agent]:
+            per_seed = []
+            for seed in args.seeds:
+                bar.set_postfix_str(f"{agent} {method} r={radius} seed={seed}")
+                refiner = make_refiner(model, method, radius or 1.0, args, seed)
+                per_seed.append(rollout(refiner, env_id, seed, args))
+                bar.update()
+            rows.append(summarize(method, radius, per_seed, args))
+        entry: dict[str, Any] = {"env": env_id, "rows": rows}
+        if model.action_space.shape == (1,) and args.q_gap_states > 0:
+            states = visited_states(model, env_id, args)
+            entry["q_gap"] = {str(r): q_gap(model, states, r, args) for r in args.radii}
+            entry["q_gap_states"] = len(states)
+        results["agents"][agent] = entry
+    bar.close()
+    return results
+
+
+def summarize(method: str, radius: float, per_seed: list[dict], args: Args) -> dict[str, Any]:
+    returns = np.concatenate([s["returns"] for s in per_seed])
+    lo, hi = bootstrap_mean_ci(returns)
+    cem = CEMConfig(population=args.cem_population)
+    steps = steps_for_budget(method, args.budget, cem)
+    return {
+        "method": method,
+        "radius": radius,
+        "optimizer_steps": steps,
+        "critic_evaluations": network_evaluations(method, steps, cem) if steps else 0,
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_ci95": [lo, hi],
+        "seed_means": [float(np.mean(s["returns"])) for s in per_seed],
+        "q_gain_per_step": float(np.mean([s["q_gain_per_step"] for s in per_seed])),
+        "fraction_changed": float(np.mean([s["fraction_changed"] for s in per_seed])),
+        "ms_per_step": float(np.mean([s["ms_per_step"] for s in per_seed])),
+        "episodes": int(returns.size),
+        "returns": returns.tolist(),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| agent | method | radius | return (95% CI) | Q gain/step | changed | ms/step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for agent, entry in results["agents"].items():
+        for r in entry["rows"]:
+            lo, hi = r["return_ci95"]
+            radius = "-" if r["method"] == "none" else f"{r['radius']:g}"
+            lines.append(
+                f"| {agent} | {r['method']} | {radius} | {r['return_mean']:.1f} "
+                f"[{lo:.1f}, {hi:.1f}] | {r['q_gain_per_step']:.3f} | "
+                f"{r['fraction_changed']:.2f} | {r['ms_per_step']:.1f} |"
+            )
+    gaps = [(a, e) for a, e in results["agents"].items() if "q_gap" in e]
+    if gaps:
+        lines += ["", "| agent | radius | method | share of grid gain | gap to grid max |"]
+        lines.append("|---|---|---|---|---|")
+        for agent, entry in gaps:
+            for radius, rows in entry["q_gap"].items():
+                for method, g in rows.items():
+                    if method == "mean_achievable_gain":
+                        continue
+                    lines.append(
+                        f"| {agent} | {radius} | {method} | {g['mean_share_captured']:.3f} | "
+                        f"{g['mean_gap_to_grid_max']:.4f} |"
+                    )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    agents = list(results["agents"])
+    fig, axes = plt.subplots(1, len(agents), figsize=(4.2 * len(agents), 3.6), squeeze=False)
+    for ax, agent in zip(axes[0], agents, strict=True):
+        rows = results["agents"][agent]["rows"]
+        labels = [
+            r["method"] if r["method"] == "none" else f"{r['method']}\n{r['radius']:g}"
+            for r in rows
+        ]
+        means = np.array([r["return_mean"] for r in rows])
+        ci = np.array([r["return_ci95"] for r in rows])
+        colors = [f"C{sorted({r['method'] for r in rows}).index(r['method'])}" for r in rows]
+        ax.bar(range(len(rows)), means, color=colors)
+        ax.errorbar(
+            range(len(rows)),
+            means,
+            yerr=[means - ci[:, 0], ci[:, 1] - means],
+            fmt="none",
+            ecolor="k",
+            capsize=2,
+            lw=0.8,
+        )
+        ax.axhline(rows[0]["return_mean"], color="gray", ls="--", lw=0.8)
+        ax.set_xticks(range(len(rows)), labels, fontsize=6, rotation=90)
+        ax.set_title(agent, fontsize=9)
+        ax.set_ylabel("return (mean, 95% CI)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    results = evaluate(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "returns.png")
+    print(table(results))
+    print(f"wrote {out / 'results.json'} and {out / 'returns.png'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
