@@ -145,6 +145,12 @@ class ADRConfig:
     problem), so the consistency term keeps a say whatever the objective's units."""
     restart_every: int = 0
     """Restart ``x`` from a uniform point of the box every this many steps (0: never)."""
+    x_step: Literal["l2", "sign"] = "l2"
+    """Geometry of the ``x`` step: ``"l2"`` is the paper's norm-clipped gradient step of
+    L2 length at most ``lr``; ``"sign"`` steps every coordinate by ``lr`` against the
+    sign of the Lagrangian's gradient (steepest descent for an L-inf box, as PGD), so
+    ADR and PGD can be compared with the same step geometry and size (observation
+    attacks, ``adr_rl/attack.py``)."""
     use_constraint: bool = True
     use_eta_step: bool = True
     use_noise: bool = True
@@ -158,6 +164,8 @@ class ADRConfig:
             raise ValueError("perturb_freq must be >= 1 and resync_freq >= 0")
         if not 0 <= self.c_min <= self.c_init <= self.c_max:
             raise ValueError("need 0 <= c_min <= c_init <= c_max")
+        if self.x_step not in ("l2", "sign"):
+            raise ValueError(f"x_step must be 'l2' or 'sign', got {self.x_step!r}")
 
 
 def adr_sync_config(**overrides: Any) -> ADRConfig:
@@ -724,7 +732,8 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
         gx = grads[0] if grads[0] is not None else torch.zeros_like(x)
 
         # Ingredient 5: updates of x, eta and c.
-        x = problem.project(x - lr * _clipped(gx))
+        step = gx.sign() if cfg.x_step == "sign" else _clipped(gx)
+        x = problem.project(x - lr * step)
         eta_grad_norm = None
         moved = False
         if cfg.use_eta_step and grads[-1] is not None:

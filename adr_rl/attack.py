@@ -1,0 +1,645 @@
+"""Adversarial observations for trained policies, offline and online.
+
+:class:`ObservationAttack` perturbs a batch of observations inside an L-inf ball of
+radius ``eps`` (in the observation's own units, e.g. 0..255 pixel levels for
+Procgen) so that the agent's action changes (METHOD.md, "RL uses: observation
+attack"). Every method is one :func:`adr_rl.maximize` call over the batch with the
+same objective, box, step size and number of steps, so FGSM, PGD, ADR and random
+noise are compared on equal terms.
+
+Online, :class:`AttackedPolicy` (anything that calls SB3's ``predict``) and
+:class:`AttackedVecEnv` (a ``VecEnvWrapper``) show the agent perturbed observations
+while the env's state stays clean, on every ``every``-th step and a ``fraction`` of
+the envs.
+
+Objectives, all maximized over the ball:
+
+- untargeted ``"ce"``: cross-entropy of the policy against its clean greedy action;
+- untargeted ``"kl"``: ``KL(pi(.|s) || pi(.|s'))``, the MAD attack's objective
+  (Zhang et al. 2020, "Robust Deep RL against Adversarial Perturbations on State
+  Observations"). Its gradient is exactly zero at ``s' = s``, so it starts from a
+  random point of the ball by default;
+- untargeted ``"q"`` (value-based agents): ``-Q(s', a_clean)``;
+- targeted: ``log pi(target | s')`` (for Q-networks ``softmax(Q)``), by default with
+  the clean policy's least likely action as the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+from torch import nn
+from torch.nn import functional as F
+
+from adr_rl.optim import ADRConfig, adr_sync_config, maximize
+from adr_rl.surrogate import NonReluNetworkError, find_relus
+
+__all__ = [
+    "ATTACK_METHODS",
+    "AttackResult",
+    "AttackedPolicy",
+    "AttackedVecEnv",
+    "ObservationAttack",
+    "SUPPORTED_MODELS",
+    "attack_adr_config",
+]
+
+#: Methods an attack can use; all are :func:`adr_rl.maximize` methods.
+ATTACK_METHODS: tuple[str, ...] = ("fgsm", "pgd", "adr", "adr_sync", "random", "gd", "adam")
+SUPPORTED_MODELS = (
+    "SB3 PPO/A2C (an ActorCriticPolicy with a Discrete action space: CnnPolicy, the IMPALA "
+    "extractor, MlpPolicy with ReLU activations), SB3 DQN, or an nn.Module mapping a batch "
+    "of observations to logits or Q-values (N, n_actions)"
+)
+
+Loss = Literal["ce", "kl", "q"]
+Observation = np.ndarray | torch.Tensor
+
+
+def attack_adr_config(method: str, **overrides: Any) -> ADRConfig:
+    """ADR options for attacks: the method's defaults with sign steps in ``x``.
+
+    An L-inf ball's steepest-ascent step is the sign step PGD takes; giving ADR the
+    same step geometry and size makes PGD vs ADR a comparison of what ADR adds (the
+    activation variables and the consistency term), not of L2 vs L-inf steps.
+    """
+    if method == "adr_sync":
+        return adr_sync_config(x_step="sign", **overrides)
+    return ADRConfig(x_step="sign", **overrides)
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """What one :meth:`ObservationAttack.perturb` call did, one entry per observation.
+
+    :param obs: adversarial observations, same type, dtype, shape and device as the input.
+    :param clean_actions: ``(N,)`` int64: greedy action at the clean observation.
+    :param adv_actions: ``(N,)`` int64: greedy action at the adversarial observation.
+    :param targets: ``(N,)`` int64 target actions (targeted attacks), else ``None``.
+    :param clean_objective: ``(N,)`` float: the attack objective at the clean observation.
+    :param objective: ``(N,)`` float: the objective at the returned observation
+        (after rounding for integer dtypes), ``>= clean_objective``.
+    :param seconds: wall time of the call (CUDA synchronized).
+    """
+
+    obs: Observation
+    clean_actions: np.ndarray
+    adv_actions: np.ndarray
+    targets: np.ndarray | None
+    clean_objective: np.ndarray
+    objective: np.ndarray
+    seconds: float
+
+    @property
+    def flipped(self) -> np.ndarray:
+        """``(N,)`` bool: the greedy action changed."""
+        return self.adv_actions != self.clean_actions
+
+    @property
+    def success(self) -> np.ndarray:
+        """``(N,)`` bool: flipped (untargeted) or the greedy action is the target."""
+        return self.flipped if self.targets is None else self.adv_actions == self.targets
+
+
+# --------------------------------------------------------------------------------------
+# adapters: from the user's model to "observation tensor -> (N, n_actions)"
+# --------------------------------------------------------------------------------------
+@dataclass
+class _Adapter:
+    """One model seen as ``output(x) -> (N, n_actions)`` over float observations ``x``.
+
+    ``space`` is the SB3 observation space (``None`` for plain modules); ``x`` is laid
+    out as that space (channel-first images) in the observation's own units, and SB3's
+    own preprocessing (``/255`` for images) happens inside ``output``.
+    """
+
+    root: nn.Module
+    networks: list[nn.Module]
+    output: Callable[[torch.Tensor], torch.Tensor]
+    kind: Literal["policy", "q"]
+    space: spaces.Box | None
+
+
+def _adapter(model: Any, output_kind: Literal["logits", "q"]) -> _Adapter:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+    from stable_baselines3.common.preprocessing import preprocess_obs
+    from stable_baselines3.dqn.policies import DQNPolicy
+
+    policy = model.policy if isinstance(model, BaseAlgorithm) else model
+    if isinstance(policy, ActorCriticPolicy | DQNPolicy):
+        if not isinstance(policy.action_space, spaces.Discrete):
+            raise TypeError(
+                f"observation attacks need a Discrete action space, got {policy.action_space}"
+            )
+        if not isinstance(policy.observation_space, spaces.Box):
+            raise TypeError(
+                f"observation attacks need a Box observation space, got {policy.observation_space}"
+            )
+        space = policy.observation_space
+
+        def prep(x: torch.Tensor) -> torch.Tensor:
+            return preprocess_obs(x, space, normalize_images=policy.normalize_images)
+
+        if isinstance(policy, DQNPolicy):
+            q_net = policy.q_net
+            return _Adapter(policy, [q_net], q_net, "q", space)
+        fe = policy.pi_features_extractor
+        actor = policy.mlp_extractor.policy_net
+        head = policy.action_net
+
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            return head(actor(fe(prep(x))))
+
+        return _Adapter(policy, [fe, actor, head], logits, "policy", space)
+    if isinstance(model, BaseAlgorithm | BasePolicy) or not isinstance(model, nn.Module):
+        raise TypeError(
+            f"ObservationAttack supports {SUPPORTED_MODELS}; got {type(model).__name__}"
+        )
+    if output_kind not in ("logits", "q"):
+        raise ValueError(f"output must be 'logits' or 'q', got {output_kind!r}")
+    return _Adapter(model, [model], model, "policy" if output_kind == "logits" else "q", None)
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode inside; every submodule's ``training`` flag restored exactly after."""
+    saved = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+# --------------------------------------------------------------------------------------
+# the attack
+# --------------------------------------------------------------------------------------
+class ObservationAttack:
+    """An L-inf observation attack with a fixed budget, called on a batch.
+
+    :param model: see :data:`SUPPORTED_MODELS`. Its weights, ``.grad``, ``requires_grad``,
+        training mode and hooks are left as they were, also after an exception.
+    :param eps: radius of the L-inf ball, ``>= 0``, in the observation's units (pixel
+        levels 0..255 for Procgen).
+    :param steps: optimizer iterations (``fgsm`` takes one; ``random`` draws ``steps``
+        uniform points of the ball and keeps the best under the objective).
+    :param method: one of :data:`ATTACK_METHODS`.
+    :param targeted: raise the probability of a target action instead of pushing the
+        policy away from its clean action.
+    :param seed: seed of every call (calls are reproducible).
+    :param loss: untargeted objective: ``"ce"`` (default for policies), ``"kl"`` or
+        ``"q"`` (default for Q-networks; needs one).
+    :param alpha: step size in the observation's units, the same for PGD and ADR
+        (their ``x`` steps are both sign steps); default ``2.5 * eps / steps`` (Madry
+        et al. 2018). ``gd``/``adam`` use :func:`adr_rl.maximize`'s defaults.
+    :param random_start: start from a uniform point of the ball instead of the clean
+        observation (the clean observation stays a candidate); default: only for ``"kl"``.
+    :param config: optimizer options for ``maximize`` (default for ADR:
+        :func:`attack_adr_config`).
+    :param output: for a plain ``nn.Module``: whether it returns ``"logits"`` or ``"q"``.
+    :param bounds: valid observation range ``(low, high)``; default: the SB3 observation
+        space's bounds, else the integer dtype's range, else unbounded.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        eps: float,
+        steps: int = 20,
+        method: str = "adr",
+        targeted: bool = False,
+        seed: int = 0,
+        *,
+        loss: Loss | None = None,
+        alpha: float | None = None,
+        random_start: bool | None = None,
+        config: Any = None,
+        output: Literal["logits", "q"] = "logits",
+        bounds: tuple[float, float] | None = None,
+    ) -> None:
+        self.adapter = _adapter(model, output)
+        if not isinstance(eps, int | float) or not math.isfinite(eps) or eps < 0:
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        if method not in ATTACK_METHODS:
+            raise ValueError(
+                f"unknown method {method!r}; choose one of {', '.join(ATTACK_METHODS)}"
+            )
+        if loss is None:
+            loss = "q" if self.adapter.kind == "q" else "ce"
+        if loss not in ("ce", "kl", "q"):
+            raise ValueError(f"loss must be 'ce', 'kl' or 'q', got {loss!r}")
+        if loss == "q" and self.adapter.kind != "q":
+            raise ValueError("loss='q' needs a Q-network (DQN, or output='q'); use 'ce' or 'kl'")
+        if alpha is not None and (not math.isfinite(alpha) or alpha < 0):
+            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        if bounds is not None and not bounds[0] <= bounds[1]:
+            raise ValueError(f"bounds must be (low, high) with low <= high, got {bounds}")
+        try:
+            find_relus(self.adapter.networks)
+        except NonReluNetworkError as err:
+            raise NonReluNetworkError(
+                f"{err}. Every attack runs through adr_rl.maximize, which needs a ReLU network; "
+                "for SB3 MlpPolicy build the agent with policy_kwargs=dict(activation_fn=nn.ReLU)"
+            ) from err
+        self.eps, self.steps, self.method, self.targeted = float(eps), steps, method, targeted
+        self.seed, self.loss, self.bounds = seed, loss, bounds
+        self.random_start = (loss == "kl") if random_start is None else bool(random_start)
+        if method in ("adr", "adr_sync") and config is None:
+            config = attack_adr_config(method)
+        self.config = config
+        self.alpha = alpha
+        if alpha is None and method in ("pgd", "adr", "adr_sync"):
+            self.alpha = 2.5 * self.eps / steps
+
+    @property
+    def model(self) -> nn.Module:
+        return self.adapter.root
+
+    # -- observation layout -----------------------------------------------------------
+    def _to_tensor(self, obs: Observation) -> tuple[torch.Tensor, dict[str, Any]]:
+        """User observation -> ``(N, *space.shape)`` float tensor on the model's device."""
+        if isinstance(obs, np.ndarray):
+            dtype, is_torch = obs.dtype, False
+            kind = "int" if np.issubdtype(dtype, np.integer) else dtype.kind
+        elif isinstance(obs, torch.Tensor):
+            dtype, is_torch = obs.dtype, True
+            kind = "f" if obs.is_floating_point() else ("b" if dtype == torch.bool else "int")
+        else:
+            raise TypeError(
+                f"obs must be a numpy array or a torch tensor, got {type(obs).__name__}"
+            )
+        if kind not in ("int", "f"):
+            raise TypeError(f"obs must have an integer or floating dtype, got {dtype}")
+        t = torch.as_tensor(obs).detach()
+        meta: dict[str, Any] = {
+            "is_torch": is_torch,
+            "dtype": dtype,
+            "shape": tuple(t.shape),
+            "device": t.device,
+            "integer": kind == "int",
+            "channel_last": False,
+        }
+        space = self.adapter.space
+        if space is not None:
+            shape = tuple(space.shape)
+            alt = (shape[1], shape[2], shape[0]) if len(shape) == 3 else None
+            if t.shape == shape or (alt is not None and t.shape == alt):
+                t = t.unsqueeze(0)
+            if t.shape[1:] == shape:
+                pass
+            elif alt is not None and t.shape[1:] == alt:
+                meta["channel_last"] = True
+                t = t.permute(0, 3, 1, 2)
+            else:
+                allowed = f"{shape} or (N, *{shape})"
+                if alt is not None:
+                    allowed += f", or channel-last {alt} / (N, *{alt})"
+                raise ValueError(
+                    f"observation shape {tuple(obs.shape)} does not match the policy's "
+                    f"observation space: expected {allowed}"
+                )
+        elif t.dim() < 2:
+            raise ValueError(
+                f"obs must be a batch (N, *obs_shape) for a plain nn.Module, got {tuple(t.shape)}"
+            )
+        if t.shape[0] == 0:
+            raise ValueError("obs is an empty batch")
+        x = t.to(device=_device_of(self.adapter.root), dtype=torch.float32)
+        if not torch.isfinite(x).all():
+            raise ValueError("obs contains NaN or infinite values")
+        return x, meta
+
+    def _from_tensor(self, x: torch.Tensor, meta: dict[str, Any]) -> Observation:
+        if meta["channel_last"]:
+            x = x.permute(0, 2, 3, 1)
+        x = x.reshape(meta["shape"])
+        if meta["is_torch"]:
+            return x.to(device=meta["device"], dtype=meta["dtype"])
+        return x.cpu().numpy().astype(meta["dtype"], copy=False)
+
+    def _valid_range(
+        self, x: torch.Tensor, meta: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        lo = torch.full_like(x[0], -math.inf)
+        hi = torch.full_like(x[0], math.inf)
+        if self.bounds is not None:
+            lo, hi = lo.clamp_min(self.bounds[0]), hi.clamp_max(self.bounds[1])
+        elif self.adapter.space is not None:
+            space = self.adapter.space
+            lo = torch.as_tensor(space.low, dtype=x.dtype, device=x.device).expand_as(x[0])
+            hi = torch.as_tensor(space.high, dtype=x.dtype, device=x.device).expand_as(x[0])
+        if meta["integer"] and self.bounds is None:
+            info = (
+                np.iinfo(meta["dtype"])
+                if isinstance(meta["dtype"], np.dtype)
+                else torch.iinfo(meta["dtype"])
+            )
+            lo, hi = lo.clamp_min(float(info.min)), hi.clamp_max(float(info.max))
+        return lo, hi
+
+    # -- objective --------------------------------------------------------------------
+    def _objective(
+        self, clean_out: torch.Tensor, labels: torch.Tensor
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``(out, x) -> (rows,)``; ``out`` may stack ``k`` copies of the batch (CEM)."""
+        b = labels.shape[0]
+        clean_logp = F.log_softmax(clean_out, dim=1)
+
+        def objective(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            k = out.shape[0] // b
+            y = labels.repeat(k) if k > 1 else labels
+            if self.targeted:
+                return F.log_softmax(out, dim=1).gather(1, y[:, None]).squeeze(1)
+            if self.loss == "ce":
+                return F.cross_entropy(out, y, reduction="none")
+            if self.loss == "q":
+                return -out.gather(1, y[:, None]).squeeze(1)
+            lp0 = clean_logp.repeat(k, 1) if k > 1 else clean_logp
+            return (lp0.exp() * (lp0 - F.log_softmax(out, dim=1))).sum(dim=1)
+
+        return objective
+
+    # -- the call ---------------------------------------------------------------------
+    def __call__(self, obs: Observation, targets: Observation | None = None) -> Observation:
+        """Adversarial observations, same type, dtype, shape and device as ``obs``.
+
+        :param obs: ``(N, *obs_shape)`` or one ``obs_shape`` observation (SB3 models accept
+            channel-last images as the env gives them, e.g. ``(N, 64, 64, 3) uint8 in
+            [0, 255]``), finite.
+        :param targets: ``(N,)`` int target actions (targeted attacks); default: the clean
+            policy's least likely action.
+        """
+        return self.perturb(obs, targets).obs
+
+    def perturb(self, obs: Observation, targets: Observation | None = None) -> AttackResult:
+        """Like :meth:`__call__`, with the clean and adversarial actions and objectives."""
+        t0 = time.perf_counter()
+        x, meta = self._to_tensor(obs)
+        low, high = self._valid_range(x, meta)
+        if ((x < low) | (x > high)).any():
+            raise ValueError("obs lies outside the valid observation range " + _range_hint(self))
+        lo = torch.maximum(x - self.eps, low)
+        hi = torch.minimum(x + self.eps, high)
+        if meta["integer"]:
+            # The box holds exactly the integers of the ball, so rounding stays inside.
+            lo, hi = lo.ceil(), hi.floor()
+        root = self.adapter.root
+        with _eval_mode(root):
+            with torch.no_grad():
+                clean_out = self.adapter.output(x)
+            _check_output(clean_out, x.shape[0])
+            clean_actions = clean_out.argmax(dim=1)
+            labels = clean_actions
+            target_t = None
+            if self.targeted:
+                target_t = self._targets(targets, clean_out)
+                labels = target_t
+            objective = self._objective(clean_out, labels)
+            clean_value = objective(clean_out, x).detach()
+            x0 = x
+            if self.random_start:
+                g = torch.Generator(device=x.device)
+                g.manual_seed(int(self.seed))
+                u = torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype)
+                x0 = lo + u * (hi - lo)
+            res = maximize(
+                self.adapter.output,
+                x0,
+                lo,
+                hi,
+                steps=self.steps,
+                method=self.method,
+                seed=self.seed,
+                objective=objective,
+                network=self.adapter.networks,
+                lr=self.alpha,
+                config=self.config,
+            )
+            x_adv = res.x
+            if meta["integer"]:
+                x_adv = torch.minimum(torch.maximum(x_adv.round(), lo), hi)
+            with torch.no_grad():
+                adv_out = self.adapter.output(x_adv)
+                value = objective(adv_out, x_adv)
+            # The clean observation is a candidate: never return something worse under the
+            # objective (a random start or rounding to integers can be).
+            worse = ~(value >= clean_value)
+            if worse.any():
+                mask = worse.view(-1, *([1] * (x.dim() - 1)))
+                x_adv = torch.where(mask, x, x_adv)
+                adv_out = torch.where(worse[:, None], clean_out, adv_out)
+                value = torch.where(worse, clean_value, value)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        return AttackResult(
+            obs=self._from_tensor(x_adv.detach(), meta),
+            clean_actions=clean_actions.cpu().numpy(),
+            adv_actions=adv_out.argmax(dim=1).cpu().numpy(),
+            targets=None if target_t is None else target_t.cpu().numpy(),
+            clean_objective=clean_value.cpu().numpy(),
+            objective=value.detach().cpu().numpy(),
+            seconds=time.perf_counter() - t0,
+        )
+
+    def _targets(self, targets: Observation | None, clean_out: torch.Tensor) -> torch.Tensor:
+        n, a = clean_out.shape
+        if targets is None:
+            return clean_out.argmin(dim=1)  # the clean policy's least likely action
+        t = torch.as_tensor(targets, device=clean_out.device).reshape(-1)
+        if t.is_floating_point() or t.shape[0] != n:
+            raise ValueError(f"targets must be {n} integer actions, got {tuple(t.shape)} {t.dtype}")
+        if ((t < 0) | (t >= a)).any():
+            raise ValueError(f"targets must lie in [0, {a}), got {t.tolist()}")
+        return t.long()
+
+
+def _check_output(out: Any, n: int) -> None:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != n:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model must map N observations to (N, n_actions) scores, got {shape}")
+
+
+def _range_hint(attack: ObservationAttack) -> str:
+    if attack.bounds is not None:
+        return f"bounds={attack.bounds}"
+    if attack.adapter.space is not None:
+        return "(the policy's observation space)"
+    return "(the integer dtype's range)"
+
+
+# --------------------------------------------------------------------------------------
+# online: who gets attacked when
+# --------------------------------------------------------------------------------------
+class _Schedule:
+    """Attack on every ``every``-th step, each env independently with prob. ``fraction``."""
+
+    def __init__(self, every: int, fraction: float, seed: int) -> None:
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+        self.every, self.fraction = every, fraction
+        self.rng = np.random.default_rng(seed)
+        self.t = 0
+
+    def mask(self, n: int) -> np.ndarray:
+        on = self.t % self.every == 0
+        self.t += 1
+        if not on:
+            return np.zeros(n, dtype=bool)
+        if self.fraction >= 1.0:
+            return np.ones(n, dtype=bool)
+        return self.rng.random(n) < self.fraction
+
+
+@dataclass
+class AttackStats:
+    """Running counts of an online attack.
+
+    :param steps: observations seen; :param attacked: observations perturbed;
+    :param flipped: attacked observations whose greedy action changed;
+    :param succeeded: attacked observations where the attack succeeded (flip, or target hit);
+    :param seconds: time spent attacking; :param calls: attack calls.
+    """
+
+    steps: int = 0
+    attacked: int = 0
+    flipped: int = 0
+    succeeded: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+
+    @property
+    def flip_rate(self) -> float:
+        return self.flipped / self.attacked if self.attacked else float("nan")
+
+    @property
+    def success_rate(self) -> float:
+        return self.succeeded / self.attacked if self.attacked else float("nan")
+
+
+def _attack_rows(
+    attack: ObservationAttack, schedule: _Schedule, stats: AttackStats, obs: np.ndarray
+) -> np.ndarray:
+    """Perturb the rows of a batch the schedule picks; the input is not modified."""
+    n = obs.shape[0]
+    stats.steps += n
+    rows = np.flatnonzero(schedule.mask(n))
+    if rows.size == 0:
+        return obs
+    res = attack.perturb(obs[rows])
+    out = obs.copy()
+    out[rows] = res.obs
+    stats.attacked += rows.size
+    stats.flipped += int(res.flipped.sum())
+    stats.succeeded += int(res.success.sum())
+    stats.seconds += res.seconds
+    stats.calls += 1
+    return out
+
+
+class AttackedPolicy:
+    """An SB3 model whose ``predict`` sees attacked observations (drop-in ``predict``).
+
+    :param model: the agent (anything with SB3's ``predict``; the attack holds its network).
+    :param attack: the attack to apply.
+    :param every: attack on every ``every``-th call only.
+    :param fraction: on those calls, attack each observation with this probability.
+    :param seed: seed of the schedule's generator.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        attack: ObservationAttack,
+        every: int = 1,
+        fraction: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        if not hasattr(model, "predict"):
+            raise TypeError(f"model must have SB3's predict(), got {type(model).__name__}")
+        self.model, self.attack = model, attack
+        self.schedule = _Schedule(every, fraction, seed)
+        self.stats = AttackStats()
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict`` on the attacked observations.
+
+        :param observation: ``(n_envs, *obs_shape)`` or one ``obs_shape``, as the env gives it.
+        """
+        obs = np.asarray(observation)
+        space = self.attack.adapter.space
+        batched = space is None or obs.ndim == len(space.shape) + 1
+        adv = _attack_rows(self.attack, self.schedule, self.stats, obs if batched else obs[None])
+        return self.model.predict(
+            adv if batched else adv[0],
+            state=state,
+            episode_start=episode_start,
+            deterministic=deterministic,
+        )
+
+
+class AttackedVecEnv(VecEnvWrapper):
+    """A ``VecEnv`` whose observations are attacked before the agent sees them.
+
+    The wrapped env's state is untouched (only what ``reset``/``step`` return changes);
+    ``clean_obs`` holds the last clean batch.
+
+    :param venv: the env, observations ``(n_envs, *obs_shape)`` as the attack's model takes.
+    :param attack: the attack to apply.
+    :param every: attack on every ``every``-th step only (``reset`` counts as a step).
+    :param fraction: on those steps, attack each env with this probability.
+    :param seed: seed of the schedule's generator.
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        attack: ObservationAttack,
+        every: int = 1,
+        fraction: float = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(venv)
+        self.attack = attack
+        self.schedule = _Schedule(every, fraction, seed)
+        self.stats = AttackStats()
+        self.clean_obs: np.ndarray | None = None
+
+    def _perturb(self, obs: VecEnvObs) -> np.ndarray:
+        if not isinstance(obs, np.ndarray):
+            raise TypeError("AttackedVecEnv needs array observations (not dict or tuple spaces)")
+        self.clean_obs = obs
+        return _attack_rows(self.attack, self.schedule, self.stats, obs)
+
+    def reset(self) -> VecEnvObs:
+        return self._perturb(self.venv.reset())
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return self._perturb(obs), rewards, dones, infos
