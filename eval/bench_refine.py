@@ -48,6 +48,8 @@ class Args:
     """Observations refined one at a time for the batched-vs-loop ratio."""
     threads: int = 1
     """torch threads on CPU."""
+    devices: list[str] = field(default_factory=list)
+    """Devices to time (default: cpu, and cuda when present)."""
     out: str = "results/bench_refine"
     """Output folder."""
     quick: bool = False
@@ -145,7 +147,7 @@ def bench_device(args: Args, device: str) -> dict[str, Any]:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results: dict[str, Any] = {
         "config": dataclasses.asdict(args),
         "machine": {

@@ -19,6 +19,9 @@ Writes ``<out>/results.json`` and ``<out>/returns.png``; prints a markdown table
 
     python -m eval.refine_control                  # all shipped agents (long: see README)
     python -m eval.refine_control --quick          # smoke run
+
+Shards (e.g. one agent x method x radius per process, on a many-core machine) are
+combined with ``--merge a/results.json b/results.json ... --out DIR``.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class Args:
     """Output folder."""
     quick: bool = False
     """Smoke run: Pendulum TD3, 2 seeds x 2 episodes of 50 steps, radius 0.25."""
+    merge: list[str] = field(default_factory=list)
+    """Combine these shards' results.json files instead of evaluating."""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -272,6 +277,29 @@ def summarize(method: str, radius: float, per_seed: list[dict], args: Args) -> d
     }
 
 
+def merge(paths: list[str], methods: list[str]) -> dict[str, Any]:
+    """One result from shards of the same configuration (rows in method, radius order)."""
+    shards = [json.loads(Path(p).read_text()) for p in paths]
+    merged: dict[str, Any] = {
+        "config": shards[0]["config"] | {"merged_from": len(shards)},
+        "platform": shards[0]["platform"],
+        "agents": {},
+    }
+    for shard in shards:
+        for agent, entry in shard["agents"].items():
+            into = merged["agents"].setdefault(agent, {"env": entry["env"], "rows": []})
+            into["rows"] += entry["rows"]
+            if "q_gap" in entry:
+                into["q_gap_states"] = entry["q_gap_states"]
+                for radius, rows in entry["q_gap"].items():
+                    into.setdefault("q_gap", {}).setdefault(radius, {}).update(rows)
+    order = {m: i for i, m in enumerate(methods)}
+    for entry in merged["agents"].values():
+        entry["rows"].sort(key=lambda r: (order.get(r["method"], len(order)), r["radius"]))
+    merged["config"]["agents"] = list(merged["agents"])
+    return merged
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [
         "| agent | method | radius | return (95% CI) | Q gain/step | changed | ms/step |",
@@ -335,7 +363,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    results = evaluate(args)
+    results = merge(args.merge, args.methods) if args.merge else evaluate(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
