@@ -55,6 +55,14 @@ class RefineInfo:
         return self.distance > 0
 
 
+def _check_finite(observation: Any) -> None:
+    parts = observation.values() if isinstance(observation, dict) else [observation]
+    for part in parts:
+        array = np.asarray(part)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError("observation contains NaN or inf values")
+
+
 def _policy_of(model: Any) -> Any:
     policy = getattr(model, "policy", model)
     names = {cls.__name__ for cls in type(policy).__mro__}
@@ -216,6 +224,7 @@ class ActionRefiner:
         :return: actions ``(n_envs, *action_shape)`` (or ``action_shape`` for one
             observation) inside the env's action space, and ``state`` unchanged.
         """
+        _check_finite(observation)
         if self.vec_normalize is not None:
             observation = self.vec_normalize.normalize_obs(observation)
         obs_tensor, vectorized = self.policy.obs_to_tensor(observation)

@@ -194,3 +194,109 @@ def test_cuda_refinement_matches_cpu_and_stays_on_device(td3, method):
     np.testing.assert_allclose(
         gpu.last_info.q_refined, cpu.last_info.q_refined, rtol=1e-3, atol=1e-3
     )
+
+
+def test_nan_observation_is_an_error_and_leaves_the_model_alone(td3):
+    obs = _observations(td3.observation_space, 3, seed=7)
+    obs[1, 0] = np.nan
+    before = _snapshot(td3.policy)
+    with pytest.raises(ValueError, match="NaN"):
+        ActionRefiner(td3, steps=2).predict(obs)
+    after = _snapshot(td3.policy)
+    assert before[1:] == after[1:]
+
+
+def test_discrete_agent_is_refused_with_what_is_supported():
+    from stable_baselines3 import DQN
+
+    dqn = DQN("MlpPolicy", gym.make("CartPole-v1"), learning_starts=0, verbose=0)
+    with pytest.raises(TypeError, match="TD3, DDPG and SAC"):
+        ActionRefiner(dqn)
+
+
+def test_ddpg_is_supported():
+    from stable_baselines3 import DDPG
+
+    ddpg = _train(DDPG)
+    obs = _observations(ddpg.observation_space, 6, seed=8)
+    refiner = ActionRefiner(ddpg, method="adr", radius=0.25, steps=5)
+    actions, _ = refiner.predict(obs)
+    assert all(ddpg.action_space.contains(a) for a in actions)
+    assert (refiner.last_info.q_refined >= refiner.last_info.q_actor - 1e-6).all()
+
+
+def test_tqc_quantile_critics():
+    sb3_contrib = pytest.importorskip("sb3_contrib")
+    tqc = sb3_contrib.TQC(
+        "MlpPolicy",
+        gym.make("Pendulum-v1"),
+        learning_starts=50,
+        policy_kwargs={"net_arch": [32, 32], "n_quantiles": 5, "n_critics": 2},
+        seed=0,
+        verbose=0,
+    )
+    tqc.learn(100)
+    obs = _observations(tqc.observation_space, 5, seed=9)
+    refiner = ActionRefiner(tqc, method="adr", radius=0.25, steps=5, critic="mean")
+    actions, _ = refiner.predict(obs)
+    assert all(tqc.action_space.contains(a) for a in actions)
+    # The reported Q of the actor's action is the mean over critics of the mean quantile.
+    obs_t, _ = tqc.policy.obs_to_tensor(obs)
+    actor, _ = tqc.predict(obs, deterministic=True)
+    with torch.no_grad():
+        quantiles = tqc.policy.critic(obs_t, torch.as_tensor(_scaled(tqc, actor)))
+    np.testing.assert_allclose(
+        refiner.last_info.q_actor, quantiles.mean(dim=(1, 2)).numpy(), rtol=1e-5, atol=1e-5
+    )
+    assert (refiner.last_info.q_refined >= refiner.last_info.q_actor - 1e-6).all()
+
+
+class _DictPendulum(gym.ObservationWrapper):
+    """Pendulum with a Dict observation: angle features and angular velocity apart."""
+
+    def __init__(self) -> None:
+        super().__init__(gym.make("Pendulum-v1"))
+        box = self.env.observation_space
+        self.observation_space = gym.spaces.Dict(
+            {
+                "angle": gym.spaces.Box(box.low[:2], box.high[:2]),
+                "velocity": gym.spaces.Box(box.low[2:], box.high[2:]),
+            }
+        )
+
+    def observation(self, obs):
+        return {"angle": obs[:2], "velocity": obs[2:]}
+
+
+def test_dict_observations():
+    model = TD3(
+        "MultiInputPolicy",
+        _DictPendulum(),
+        learning_starts=50,
+        policy_kwargs={"net_arch": [16, 16]},
+        seed=0,
+        verbose=0,
+    )
+    model.learn(80)
+    space = model.observation_space
+    obs = {k: np.stack([space[k].sample() for _ in range(4)]) for k in space.spaces}
+    refiner = ActionRefiner(model, method="gd", radius=0.3, steps=5)
+    actions, _ = refiner.predict(obs)
+    assert actions.shape == (4, 1) and all(model.action_space.contains(a) for a in actions)
+    assert (refiner.last_info.q_refined >= refiner.last_info.q_actor - 1e-6).all()
+
+
+def test_vec_normalize_statistics_are_applied(td3):
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), norm_reward=False)
+    venv.obs_rms.mean = np.array([0.5, -0.2, 1.0])
+    venv.obs_rms.var = np.array([0.25, 4.0, 9.0])
+    raw = _observations(td3.observation_space, 5, seed=10)
+    with_stats = ActionRefiner(td3, method="gd", steps=5, vec_normalize=venv)
+    by_hand = ActionRefiner(td3, method="gd", steps=5)
+    a, _ = with_stats.predict(raw)
+    b, _ = by_hand.predict(venv.normalize_obs(raw))
+    np.testing.assert_array_equal(a, b)
+    c, _ = by_hand.predict(raw)
+    assert not np.allclose(a, c)
