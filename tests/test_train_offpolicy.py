@@ -64,3 +64,35 @@ def test_train_script_writes_a_loadable_agent_and_card(tmp_path):
     model = TD3.load(tmp_path / "td3_Pendulum-v1.zip")
     action, _ = ActionRefiner(model, steps=3).predict(np.zeros(3, dtype=np.float32))
     assert model.action_space.contains(action)
+
+
+@pytest.mark.parametrize("env_id", ["LunarLanderContinuous-v3", "HalfCheetah-v5", "Hopper-v5"])
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+def test_every_control_env_has_buildable_hyperparams(algo, env_id):
+    from stable_baselines3 import SAC
+
+    from envs.control import CONTROL_ENVS, make_control_env
+
+    pytest.importorskip("Box2D" if CONTROL_ENVS[env_id] == "box2d" else "mujoco")
+    config = hyperparams(algo, env_id)
+    assert config.pop("n_timesteps") >= 100_000
+    config.pop("noise_std", None)
+    config["buffer_size"] = 1_000  # the constructor allocates the buffer
+    model = {"td3": TD3, "sac": SAC}[algo]("MlpPolicy", make_control_env(env_id), **config)
+    assert model.learning_starts == 10_000
+
+
+def test_time_limit_and_latest_checkpoint(tmp_path):
+    from agents.callbacks import LatestCheckpointCallback, TimeLimitCallback
+
+    model = TD3("MlpPolicy", "Pendulum-v1", learning_starts=10_000, seed=0, verbose=0)
+    ckpt = LatestCheckpointCallback(tmp_path / "latest.zip", freq=100)
+    # A zero budget stops learn() at its first step; the checkpoint is written on demand.
+    model.learn(10_000, callback=[ckpt, TimeLimitCallback(0.0)])
+    assert model.num_timesteps == 1
+    ckpt.save(model)
+    assert (tmp_path / "latest.zip").exists()
+    assert (tmp_path / "latest_replay_buffer.pkl").exists()
+    assert not list(tmp_path.glob("tmp_*"))
+    resumed = TD3.load(tmp_path / "latest.zip")
+    assert resumed.num_timesteps == 1
