@@ -7,6 +7,7 @@ observations).
 >>> res.x, res.value  # best input per problem, true objective there
 """
 
+from adr_rl.attack import AttackedPolicy, AttackedVecEnv, AttackResult, ObservationAttack
 from adr_rl.optim import (
     METHODS,
     AdamConfig,
@@ -25,6 +26,10 @@ from adr_rl.surrogate import NonReluNetworkError, ReluSurrogate, find_relus
 __all__ = [
     "METHODS",
     "ActionRefiner",
+    "AttackResult",
+    "AttackedPolicy",
+    "AttackedVecEnv",
+    "ObservationAttack",
     "RefineInfo",
     "ADRConfig",
     "AdamConfig",

@@ -1,0 +1,585 @@
+"""Observation attacks on the shipped Procgen PPO policies: none / random / FGSM / PGD / ADR.
+
+Three phases, each writing JSON (config, seeds, raw numbers, aggregates) under ``--out``:
+
+- ``tune``: ADR variant pick (``adr`` vs ``adr_sync``) by action-flip rate on observations
+  from levels disjoint from every reported one (``TUNE_LEVELS``), so the pick is not
+  made on the reported data.
+- ``flip``: a fixed set of ``--flip-obs`` observations per game (clean policy on unseen
+  levels); action-flip rate (untargeted) and target hit rate (targeted) of every method
+  at every eps and step count, PGD and ADR with the same objective, step size and steps.
+- ``rollout``: episodes on unseen levels with the agent seeing attacked observations
+  (sampled actions, as the model cards); mean return with a bootstrap 95% CI,
+  action-flip rate, targeted success rate and attack time per step.
+
+Usage (from the repository root)::
+
+    python -m eval.attack_procgen --phases tune flip                 # the 512-observation table
+    python -m eval.attack_procgen --phases rollout --eps 1 4 --steps 10 --episodes 48
+    python -m eval.attack_procgen --quick                            # smoke run, under runs/
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+from stable_baselines3.common.utils import set_random_seed  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from adr_rl.attack import ObservationAttack, attack_adr_config  # noqa: E402
+from envs.procgen import UNSEEN_LEVELS, LevelSplit, make_procgen_vec_env  # noqa: E402
+from eval import cli  # noqa: E402
+from eval.rollout import episode_quotas  # noqa: E402
+from eval.stats import bootstrap_mean_ci  # noqa: E402
+
+#: Levels for the ADR-variant pick: unseen in training and disjoint from UNSEEN_LEVELS.
+TUNE_LEVELS = LevelSplit(start_level=5_000_000, num_levels=1_000_000)
+
+
+@dataclass
+class Args:
+    games: list[str] = field(default_factory=lambda: ["coinrun", "fruitbot"])
+    """Procgen games; the policy is agents/zoo/ppo_<game>.zip"""
+    phases: list[str] = field(default_factory=lambda: ["tune", "flip", "rollout"])
+    """which parts to run: tune, flip, rollout"""
+    methods: list[str] = field(default_factory=lambda: ["none", "random", "fgsm", "pgd", "adr"])
+    """attack methods; 'adr' means the variant the tune phase picked (see --adr-method)"""
+    adr_method: str = "auto"
+    """ADR variant behind 'adr': adr, adr_sync, or auto (the tune phase's pick)"""
+    eps: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
+    """L-inf radii in pixel levels (0..255) for the rollouts"""
+    steps: list[int] = field(default_factory=lambda: [10, 50])
+    """iterations of PGD/ADR/random (FGSM takes one)"""
+    modes: list[str] = field(default_factory=lambda: ["untargeted", "targeted"])
+    """untargeted (cross-entropy vs the clean action) and/or targeted (least likely action)"""
+    episodes: int = 50
+    """episodes per setting and game, split evenly over the seeds"""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """seeds of the level sequences, the action sampling and the attacks"""
+    n_envs: int = 16
+    """parallel envs per rollout"""
+    max_episode_steps: int = 0
+    """cap on an episode's length (0: Procgen's own limits); capped episodes count with
+    the return they had and are reported as truncated"""
+    flip_obs: int = 512
+    """observations per game in the flip phase"""
+    flip_eps: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    """radii of the flip phase"""
+    flip_methods: list[str] = field(
+        default_factory=lambda: ["random", "fgsm", "pgd", "adr", "adr_sync"]
+    )
+    """methods of the flip phase (both ADR variants)"""
+    flip_modes: list[str] = field(default_factory=lambda: ["untargeted"])
+    """modes of the flip phase (targeted adds the target hit rate)"""
+    tune_obs: int = 256
+    """observations per game in the tune phase"""
+    tune_steps: list[int] = field(default_factory=lambda: [10])
+    """step counts of the tune phase"""
+    batch: int = 128
+    """observations per attack call in the flip and tune phases"""
+    threads: int = 1
+    """torch.set_num_threads"""
+    out: str = "results/attack_procgen"
+    """output folder (flip results also go here)"""
+    quick: bool = False
+    """smoke run: one game, tiny budgets, output under runs/"""
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    args = cli.parse_args(Args, __doc__, argv)
+    if args.quick:
+        args.games, args.eps, args.steps, args.episodes = args.games[:1], [2.0], [3], 2
+        args.seeds, args.n_envs, args.max_episode_steps = [0], 2, 20
+        args.flip_obs, args.tune_obs, args.flip_eps, args.batch = 16, 8, [2.0], 16
+        args.tune_steps = [3]
+        if args.out == Args.out:
+            args.out = "runs/attack_procgen_quick"
+    return args
+
+
+def load_model(game: str) -> PPO:
+    return PPO.load(f"agents/zoo/ppo_{game}.zip", device="cpu")
+
+
+# --------------------------------------------------------------------------------------
+# fixed observation sets
+# --------------------------------------------------------------------------------------
+def collect_observations(
+    model: PPO, game: str, n: int, levels: LevelSplit, seed: int, n_envs: int = 16, stride: int = 4
+) -> np.ndarray:
+    """``(n, 64, 64, 3) uint8``: every ``stride``-th frame the clean policy sees."""
+    venv = make_procgen_vec_env(game, n_envs, levels=levels, seed=seed)
+    set_random_seed(seed)
+    frames: list[np.ndarray] = []
+    try:
+        obs = venv.reset()
+        t = 0
+        while sum(len(f) for f in frames) < n:
+            if t % stride == 0:
+                frames.append(obs.copy())
+            actions, _ = model.predict(obs, deterministic=False)
+            obs, _, _, _ = venv.step(actions)
+            t += 1
+    finally:
+        venv.close()
+    return np.concatenate(frames)[:n]
+
+
+def attack_set(
+    model: PPO,
+    obs: np.ndarray,
+    method: str,
+    eps: float,
+    steps: int,
+    targeted: bool,
+    seed: int,
+    batch: int,
+) -> dict[str, Any]:
+    """Flip (or target-hit) rate of one attack over a fixed observation set, in batches."""
+    attack = ObservationAttack(
+        model, eps=eps, steps=steps, method=method, targeted=targeted, seed=seed
+    )
+    flipped, success, seconds = [], [], 0.0
+    for i in range(0, len(obs), batch):
+        res = attack.perturb(obs[i : i + batch])
+        flipped.append(res.flipped)
+        success.append(res.success)
+        seconds += res.seconds
+    f, s = np.concatenate(flipped), np.concatenate(success)
+    return {
+        "flip_rate": float(f.mean()),
+        "success_rate": float(s.mean()),
+        "ms_per_obs": 1e3 * seconds / len(obs),
+        "flipped": f.astype(int).tolist(),
+    }
+
+
+def _set_flip_rates(
+    model: PPO,
+    obs: np.ndarray,
+    args: Args,
+    methods: list[str],
+    eps_list: list[float],
+    modes: list[str],
+    steps_list: list[int],
+    desc: str,
+) -> list[dict[str, Any]]:
+    rows = []
+    combos = [
+        (mode, eps, method, steps, seed)
+        for mode in modes
+        for eps in eps_list
+        for method in methods
+        for steps in ([1] if method == "fgsm" else steps_list)
+        for seed in args.seeds
+    ]
+    cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for mode, eps, method, steps, seed in tqdm(combos, desc=desc):
+        key = (mode, eps, method, steps)
+        if key in cache and seed_free(method, steps):
+            r = {**cache[key], "reused_from_seed": cache[key]["seed"]}
+        else:
+            r = attack_set(model, obs, method, eps, steps, mode == "targeted", seed, args.batch)
+            r["seed"] = seed
+            cache[key] = r
+        rows.append({"mode": mode, "eps": eps, "method": method, "steps": steps, **r, "seed": seed})
+    return rows
+
+
+def seed_free(method: str, steps: int) -> bool:
+    """Whether the attack's result cannot depend on its seed (so one seed's run is
+    reused for the others): FGSM and PGD without random start draw nothing; ADR draws
+    only for its noise kick, first applied at step ``perturb_freq`` (25), so shorter
+    runs draw nothing (``tests/test_attack.py`` checks both)."""
+    if method in ("fgsm", "pgd"):
+        return True
+    return method in ("adr", "adr_sync") and steps < attack_adr_config(method).perturb_freq
+
+
+def run_tune(args: Args, out: Path) -> dict[str, Any]:
+    """Pick the ADR variant on TUNE_LEVELS observations (disjoint from the reported ones)."""
+    report: dict[str, Any] = {"levels": dataclasses.asdict(TUNE_LEVELS), "games": {}}
+    score = {"adr": [], "adr_sync": []}
+    for game in args.games:
+        model = load_model(game)
+        obs = collect_observations(model, game, args.tune_obs, TUNE_LEVELS, seed=1000)
+        rows = _set_flip_rates(
+            model,
+            obs,
+            args,
+            ["adr", "adr_sync"],
+            args.flip_eps,
+            ["untargeted"],
+            args.tune_steps,
+            f"tune {game}",
+        )
+        for r in rows:
+            score[r["method"]].append(r["flip_rate"])
+            r.pop("flipped")
+        report["games"][game] = rows
+    means = {m: float(np.mean(v)) for m, v in score.items()}
+    # Ties go to adr_sync, the variant the random-network benchmark recommends.
+    report["mean_flip_rate"] = means
+    report["pick"] = "adr" if means["adr"] > means["adr_sync"] else "adr_sync"
+    (out / "tune.json").write_text(json.dumps(report, indent=1))
+    print(f"tune: mean flip rate {means}; ADR variant for 'adr': {report['pick']}")
+    return report
+
+
+def run_flip(args: Args, out: Path) -> dict[str, Any]:
+    report: dict[str, Any] = {"levels": dataclasses.asdict(UNSEEN_LEVELS), "games": {}}
+    for game in args.games:
+        model = load_model(game)
+        obs = collect_observations(model, game, args.flip_obs, UNSEEN_LEVELS, seed=0)
+        report["games"][game] = _set_flip_rates(
+            model,
+            obs,
+            args,
+            args.flip_methods,
+            args.flip_eps,
+            args.flip_modes,
+            args.steps,
+            f"flip {game}",
+        )
+    report["summary"] = summarize_flip(report)
+    (out / "flip.json").write_text(json.dumps(report, indent=1))
+    print_flip(report["summary"])
+    return report
+
+
+def summarize_flip(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mean over seeds per (game, mode, eps, method, steps), with a bootstrap CI over
+    observations of the seed-averaged per-observation success."""
+    out = []
+    for game, rows in report["games"].items():
+        keys = sorted({(r["mode"], r["eps"], r["method"], r["steps"]) for r in rows})
+        for mode, eps, method, steps in keys:
+            sel = [
+                r
+                for r in rows
+                if (r["mode"], r["eps"], r["method"], r["steps"]) == (mode, eps, method, steps)
+            ]
+            metric = "flip_rate" if mode == "untargeted" else "success_rate"
+            per_obs = np.mean([r["flipped"] for r in sel], axis=0) if mode == "untargeted" else None
+            vals = [r[metric] for r in sel]
+            item = {
+                "game": game,
+                "mode": mode,
+                "eps": eps,
+                "method": method,
+                "steps": steps,
+                "metric": metric,
+                "mean": float(np.mean(vals)),
+                "per_seed": vals,
+                "ms_per_obs": float(np.mean([r["ms_per_obs"] for r in sel])),
+            }
+            if per_obs is not None:
+                item["ci95"] = list(bootstrap_mean_ci(per_obs))
+            out.append(item)
+    return out
+
+
+def print_flip(summary: list[dict[str, Any]]) -> None:
+    print("| game | mode | eps | method | steps | rate (mean over seeds) | per seed | ms/obs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in summary:
+        seeds = ", ".join(f"{v:.3f}" for v in s["per_seed"])
+        ci = f" [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]" if "ci95" in s else ""
+        print(
+            f"| {s['game']} | {s['mode']} | {s['eps']:g} | {s['method']} | {s['steps']} | "
+            f"{s['mean']:.3f}{ci} | {seeds} | {s['ms_per_obs']:.1f} |"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# rollouts with attacked observations
+# --------------------------------------------------------------------------------------
+def play(
+    model: PPO,
+    attack: ObservationAttack | None,
+    game: str,
+    n_episodes: int,
+    seed: int,
+    n_envs: int,
+    max_steps: int,
+    desc: str,
+) -> dict[str, Any]:
+    """Episodes on unseen levels; the agent samples its action from the attacked view.
+
+    Only envs still owing episodes are attacked (the others keep playing clean until the
+    batch is done, and their episodes do not count).
+    """
+    n_envs = min(n_envs, n_episodes)
+    quotas = episode_quotas(n_episodes, n_envs)
+    venv = make_procgen_vec_env(game, n_envs, levels=UNSEEN_LEVELS, seed=seed)
+    set_random_seed(seed)
+    counts = np.zeros(n_envs, dtype=np.int64)
+    waiting = np.zeros(n_envs, dtype=bool)  # capped: wait for the episode's real end
+    ep_ret, ep_len = np.zeros(n_envs), np.zeros(n_envs, dtype=np.int64)
+    returns, lengths, truncated = [], [], []
+    n_attacked = n_flipped = n_success = calls = 0
+    seconds = 0.0
+    try:
+        obs = venv.reset()
+        with tqdm(total=n_episodes, desc=desc, unit="ep", leave=False) as bar:
+            while (counts < quotas).any():
+                active = (counts < quotas) & ~waiting
+                seen = obs
+                if attack is not None and active.any():
+                    res = attack.perturb(obs[active])
+                    seen = obs.copy()
+                    seen[active] = res.obs
+                    n_attacked += int(active.sum())
+                    n_flipped += int(res.flipped.sum())
+                    n_success += int(res.success.sum())
+                    seconds += res.seconds
+                    calls += 1
+                actions, _ = model.predict(seen, deterministic=False)
+                obs, rewards, dones, _ = venv.step(actions)
+                ep_ret += rewards
+                ep_len += 1
+                for i in range(n_envs):
+                    counting = counts[i] < quotas[i] and not waiting[i]
+                    capped = max_steps > 0 and ep_len[i] >= max_steps and not dones[i]
+                    if counting and (dones[i] or capped):
+                        returns.append(float(ep_ret[i]))
+                        lengths.append(int(ep_len[i]))
+                        truncated.append(bool(capped))
+                        counts[i] += 1
+                        bar.update(1)
+                        waiting[i] = capped
+                    if dones[i]:
+                        ep_ret[i], ep_len[i], waiting[i] = 0.0, 0, False
+    finally:
+        venv.close()
+    return {
+        "returns": returns,
+        "lengths": lengths,
+        "truncated": truncated,
+        "attacked_obs": n_attacked,
+        "flipped": n_flipped,
+        "succeeded": n_success,
+        "attack_seconds": seconds,
+        "attack_calls": calls,
+    }
+
+
+def aggregate(runs: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    returns = np.concatenate([r["returns"] for r in runs])
+    attacked = sum(r["attacked_obs"] for r in runs)
+    low, high = bootstrap_mean_ci(returns, seed=seed)
+    seconds = sum(r["attack_seconds"] for r in runs)
+    calls = sum(r["attack_calls"] for r in runs)
+    return {
+        "n_episodes": int(returns.size),
+        "mean_return": float(returns.mean()),
+        "ci95_low": low,
+        "ci95_high": high,
+        "truncated": int(sum(sum(r["truncated"]) for r in runs)),
+        "mean_length": float(np.mean(np.concatenate([r["lengths"] for r in runs]))),
+        "flip_rate": sum(r["flipped"] for r in runs) / attacked if attacked else None,
+        "success_rate": sum(r["succeeded"] for r in runs) / attacked if attacked else None,
+        "attack_ms_per_obs": 1e3 * seconds / attacked if attacked else None,
+        "attack_ms_per_call": 1e3 * seconds / calls if calls else None,
+        "attacked_obs": attacked,
+    }
+
+
+def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
+    per_seed = max(1, args.episodes // len(args.seeds))
+    settings: list[tuple[str, str, float, int]] = [("none", "untargeted", 0.0, 0)]
+    for mode in args.modes:
+        for eps in args.eps:
+            for method in args.methods:
+                if method == "none":
+                    continue
+                for steps in [1] if method == "fgsm" else args.steps:
+                    settings.append((method, mode, eps, steps))
+    report: dict[str, Any] = {
+        "adr_variant": adr_variant,
+        "episodes_per_seed": per_seed,
+        "games": {},
+    }
+    for game in args.games:
+        model = load_model(game)
+        rows = []
+        for method, mode, eps, steps in tqdm(settings, desc=f"rollout {game}"):
+            runs = []
+            for seed in args.seeds:
+                attack = None
+                if method != "none":
+                    name = adr_variant if method == "adr" else method
+                    attack = ObservationAttack(
+                        model,
+                        eps=eps,
+                        steps=steps,
+                        method=name,
+                        targeted=mode == "targeted",
+                        seed=seed,
+                    )
+                runs.append(
+                    play(
+                        model,
+                        attack,
+                        game,
+                        per_seed,
+                        seed,
+                        args.n_envs,
+                        args.max_episode_steps,
+                        f"{method} {mode} eps={eps:g} seed={seed}",
+                    )
+                )
+            row = {
+                "method": method,
+                "mode": mode,
+                "eps": eps,
+                "steps": steps,
+                **aggregate(runs),
+                "runs": runs,
+            }
+            rows.append(row)
+            tqdm.write(
+                f"{game} {method:>6} {mode:>10} eps={eps:<3g} steps={steps:<3} "
+                f"return {row['mean_return']:6.2f} [{row['ci95_low']:.2f}, {row['ci95_high']:.2f}]"
+                + (f" flip {row['flip_rate']:.3f}" if row["flip_rate"] is not None else "")
+            )
+            report["games"][game] = rows
+            (out / "rollout.json").write_text(json.dumps(report, indent=1))
+    plot_returns(report, out)
+    print_rollout(report)
+    return report
+
+
+def print_rollout(report: dict[str, Any]) -> None:
+    print(
+        "| game | method | mode | eps | steps | mean return [95% CI] | episodes (capped) | "
+        "flip rate | target hit rate | attack ms/obs |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for game, rows in report["games"].items():
+        for r in rows:
+            flip = f"{r['flip_rate']:.3f}" if r["flip_rate"] is not None else "-"
+            hit = f"{r['success_rate']:.3f}" if r["mode"] == "targeted" else "-"
+            ms = f"{r['attack_ms_per_obs']:.1f}" if r["attack_ms_per_obs"] is not None else "-"
+            print(
+                f"| {game} | {r['method']} | {r['mode']} | {r['eps']:g} | {r['steps']} | "
+                f"{r['mean_return']:.2f} [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}] | "
+                f"{r['n_episodes']} ({r['truncated']}) | {flip} | {hit} | {ms} |"
+            )
+
+
+def plot_returns(report: dict[str, Any], out: Path) -> None:
+    """Mean return (95% CI) vs eps, one panel per game, one line per method/mode/steps."""
+    games = list(report["games"])
+    fig, axes = plt.subplots(1, len(games), figsize=(6 * len(games), 4), squeeze=False)
+    for ax, game in zip(axes[0], games, strict=True):
+        rows = report["games"][game]
+        clean = next(r for r in rows if r["method"] == "none")
+        ax.axhspan(clean["ci95_low"], clean["ci95_high"], color="gray", alpha=0.2)
+        ax.axhline(clean["mean_return"], color="gray", lw=1, label="no attack")
+        keys = sorted({(r["method"], r["mode"], r["steps"]) for r in rows if r["method"] != "none"})
+        for method, mode, steps in keys:
+            sel = sorted(
+                (r for r in rows if (r["method"], r["mode"], r["steps"]) == (method, mode, steps)),
+                key=lambda r: r["eps"],
+            )
+            eps = [r["eps"] for r in sel]
+            mean = np.array([r["mean_return"] for r in sel])
+            err = np.array(
+                [[m - r["ci95_low"], r["ci95_high"] - m] for m, r in zip(mean, sel, strict=True)]
+            ).T
+            label = f"{method}" + (f" ({steps} steps)" if method not in ("fgsm",) else "")
+            ax.errorbar(
+                eps,
+                mean,
+                yerr=err,
+                marker="o",
+                capsize=3,
+                ls="-" if mode == "untargeted" else "--",
+                label=f"{label}, {mode}",
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("eps (pixel levels of 255)")
+        ax.set_ylabel("mean episode return (95% CI)")
+        ax.set_title(f"PPO {game}, unseen levels, attacked observations")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "returns_vs_eps.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_flip(report: dict[str, Any], out: Path) -> None:
+    games = list(report["games"])
+    fig, axes = plt.subplots(1, len(games), figsize=(6 * len(games), 4), squeeze=False)
+    for ax, game in zip(axes[0], games, strict=True):
+        summ = [s for s in report["summary"] if s["game"] == game]
+        keys = sorted({(s["method"], s["mode"], s["steps"]) for s in summ})
+        for method, mode, steps in keys:
+            sel = sorted(
+                (s for s in summ if (s["method"], s["mode"], s["steps"]) == (method, mode, steps)),
+                key=lambda s: s["eps"],
+            )
+            ax.plot(
+                [s["eps"] for s in sel],
+                [s["mean"] for s in sel],
+                marker="o",
+                ls="-" if mode == "untargeted" else "--",
+                label=f"{method} ({steps}), {'flip' if mode == 'untargeted' else 'hit'}",
+            )
+        ax.set_xlabel("eps (pixel levels of 255)")
+        ax.set_ylabel("rate over the observation set")
+        ax.set_title(f"{game}: {report['n_obs']} fixed observations")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "flip_vs_eps.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "config": dataclasses.asdict(args),
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+        },
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (out / f"config_{'_'.join(args.phases)}.json").write_text(json.dumps(meta, indent=1))
+    variant = args.adr_method
+    if "tune" in args.phases:
+        variant_pick = run_tune(args, out)["pick"]
+        variant = variant_pick if variant == "auto" else variant
+    if variant == "auto":
+        tune = out / "tune.json"
+        variant = json.loads(tune.read_text())["pick"] if tune.exists() else "adr_sync"
+    if "flip" in args.phases:
+        report = run_flip(args, out)
+        report["n_obs"] = args.flip_obs
+        plot_flip(report, out)
+    if "rollout" in args.phases:
+        run_rollout(args, out, variant)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
