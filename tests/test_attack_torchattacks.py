@@ -1,0 +1,76 @@
+"""Cross-check of the project's PGD against torchattacks' PGD on the same policy logits.
+
+torchattacks is an outside implementation (optional extra ``attack-check``; install it
+with ``pip install --no-deps torchattacks`` plus scipy, tqdm and requests, because it
+declares torchvision, which would pull a CUDA build of torch). Both attacks get the same
+observations, labels (the clean greedy action), eps, step size and steps, no random
+start, inputs mapped to [0, 1] for torchattacks; their action-flip rates must agree
+within sampling noise. Run with ``-s`` to see the rates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+torchattacks = pytest.importorskip("torchattacks")
+pytest.importorskip("procgen")
+
+from stable_baselines3 import PPO  # noqa: E402
+
+from adr_rl.attack import ObservationAttack  # noqa: E402
+from envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env  # noqa: E402
+
+
+class _UnitLogits(nn.Module):
+    """The policy's logits as a function of a channel-first image in [0, 1]."""
+
+    def __init__(self, policy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.policy
+        features = p.pi_features_extractor(x)  # SB3 divides by 255: x is already in [0, 1]
+        return p.action_net(p.mlp_extractor.policy_net(features))
+
+
+def _observations(model, n: int) -> np.ndarray:
+    venv = make_procgen_vec_env("coinrun", 16, levels=UNSEEN_LEVELS, seed=7)
+    frames = []
+    try:
+        obs = venv.reset()
+        for t in range(4 * n // 16):
+            if t % 4 == 0:
+                frames.append(obs.copy())
+            actions, _ = model.predict(obs, deterministic=True)
+            obs, _, _, _ = venv.step(actions)
+    finally:
+        venv.close()
+    return np.concatenate(frames)[:n]
+
+
+@pytest.mark.parametrize("eps", [1.0, 2.0])
+def test_pgd_flip_rate_matches_torchattacks(eps):
+    model = PPO.load("agents/zoo/ppo_coinrun.zip", device="cpu")
+    obs = _observations(model, 128)
+    steps, alpha = 10, 2.5 * eps / 10
+    # Float observations: no rounding to integers, as torchattacks returns floats.
+    ours = ObservationAttack(model, eps=eps, steps=steps, method="pgd", alpha=alpha).perturb(
+        obs.astype(np.float32)
+    )
+    net = _UnitLogits(model.policy).eval()
+    images = torch.as_tensor(obs, dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
+    labels = torch.as_tensor(ours.clean_actions)
+    pgd = torchattacks.PGD(net, eps=eps / 255, alpha=alpha / 255, steps=steps, random_start=False)
+    adv = pgd(images, labels)
+    with torch.no_grad():
+        theirs = (net(adv).argmax(1) != labels).float().mean().item()
+    mine = float(ours.flipped.mean())
+    noise = 3 * np.sqrt(max(mine * (1 - mine), 0.05) / len(obs))
+    print(
+        f"eps={eps:g}: flip rate ours {mine:.3f}, torchattacks {theirs:.3f}, tolerance {noise:.3f}"
+    )
+    assert abs(mine - theirs) <= noise
