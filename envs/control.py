@@ -9,10 +9,11 @@ error that names the extra instead of Gymnasium's import trace.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
@@ -48,9 +49,15 @@ def make_control_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym
     return env
 
 
-def make_control_vec_env(env_id: str, n_envs: int = 1, seed: int = 0) -> VecEnv:
-    """``n_envs`` copies in a ``DummyVecEnv`` (env ``i`` seeded ``seed + i``), with SB3's
-    ``Monitor`` so ``evaluate_policy`` reads true episode returns."""
+def make_control_vec_env(
+    env_id: str, n_envs: int = 1, seed: int = 0, seeds: Sequence[int] | None = None
+) -> VecEnv:
+    """Copies of the env in a ``DummyVecEnv``, env ``i`` seeded ``seeds[i]`` (default
+    ``seed + i``), each in SB3's ``Monitor`` so ``evaluate_policy`` reads true returns.
+
+    Each env is reset with its seed when built; later resets continue its own random
+    stream, so a run is reproducible whatever the episode lengths."""
     _check(env_id)
+    seeds = list(seeds) if seeds is not None else [seed + i for i in range(n_envs)]
     make_control_env(env_id).close()  # fail early, with the clear message above
-    return make_vec_env(env_id, n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+    return DummyVecEnv([functools.partial(make_control_env, env_id, s) for s in seeds])

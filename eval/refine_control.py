@@ -6,10 +6,11 @@ from the actor's, and the wall time per step. Every method gets the same number 
 critic evaluations per refinement (``--budget``; :func:`adr_rl.network_evaluations`
 counts them), so the comparison is about where the evaluations go, not how many.
 
-Episodes: ``--episodes`` per seed run side by side in a ``DummyVecEnv`` (one batched
-refinement per step for all of them), env ``i`` of seed ``s`` reset with
-``1000 * s + i``; the optimizer's seed is ``s`` too. Returns are reported with a
-percentile-bootstrap 95% CI over all episodes.
+Episodes: ``--episodes`` per seed, all seeds' episodes side by side in one
+``DummyVecEnv`` (one batched refinement per step for all of them: ADR's cost per call
+hardly grows with the batch), episode ``i`` of seed ``s`` in an env seeded
+``1000 * s + i``; the optimizer is seeded with ``--optimizer-seed``. Returns are
+reported with a percentile-bootstrap 95% CI over all episodes, and per seed.
 
 On 1-D action spaces (Pendulum-v1) it also measures how much of the achievable Q gain
 each method captures: on states visited by the unrefined actor, the critic's maximum
@@ -76,7 +77,9 @@ class Args:
     critic: str = "min"
     """Critic to maximize: min (of the twin Qs), q1 or mean."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    """Evaluation seeds (env resets and optimizer)."""
+    """Evaluation seeds of the envs (episode i of seed s: env seed 1000 * s + i)."""
+    optimizer_seed: int = 0
+    """Seed of the refinement optimizer (ADR noise, CEM samples)."""
     episodes: int = 10
     """Episodes per seed (run as parallel envs)."""
     max_episode_steps: int = 0
@@ -128,7 +131,7 @@ def load_agent(name: str, zoo: str, device: str) -> tuple[Any, str]:
     return ALGOS[algo].load(path, device=device), env_id
 
 
-def make_refiner(model: Any, method: str, radius: float, args: Args, seed: int) -> ActionRefiner:
+def make_refiner(model: Any, method: str, radius: float, args: Args) -> ActionRefiner:
     cem = CEMConfig(population=args.cem_population, elites=max(1, args.cem_population // 10))
     return ActionRefiner(
         model,
@@ -136,15 +139,19 @@ def make_refiner(model: Any, method: str, radius: float, args: Args, seed: int) 
         radius=radius,
         steps=steps_for_budget(method, args.budget, cem),
         critic=args.critic,  # type: ignore[arg-type]
-        seed=seed,
+        seed=args.optimizer_seed,
         config=cem if method == "cem" else None,
     )
 
 
-def rollout(refiner: ActionRefiner, env_id: str, seed: int, args: Args) -> dict[str, Any]:
-    """``args.episodes`` episodes side by side; per-step diagnostics of unfinished envs."""
-    n = args.episodes
-    env = make_control_vec_env(env_id, n_envs=n, seed=1000 * seed)
+def env_seeds(args: Args) -> list[int]:
+    return [1000 * s + i for s in args.seeds for i in range(args.episodes)]
+
+
+def rollout(refiner: ActionRefiner, env_id: str, args: Args) -> dict[str, Any]:
+    """All seeds' episodes side by side; per-step diagnostics of unfinished envs."""
+    env = make_control_vec_env(env_id, seeds=env_seeds(args))
+    n = env.num_envs
     obs = env.reset()
     returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
     done = np.zeros(n, dtype=bool)
@@ -169,17 +176,19 @@ def rollout(refiner: ActionRefiner, env_id: str, seed: int, args: Args) -> dict[
     return {
         "returns": returns.tolist(),
         "lengths": lengths.tolist(),
+        "seed_means": returns.reshape(len(args.seeds), args.episodes).mean(axis=1).tolist(),
         "q_gain_per_step": float(np.mean(gains)),
         "fraction_changed": float(np.mean(changed)),
-        "ms_per_step": 1e3 * float(np.mean(times)),
-        "steps": len(times),
+        "ms_per_call": 1e3 * float(np.mean(times)),
+        "batch": n,
+        "calls": len(times),
     }
 
 
 def visited_states(model: Any, env_id: str, args: Args) -> np.ndarray:
     """Observations of the unrefined actor's episodes (first seed), subsampled."""
     refiner = ActionRefiner(model, method="none")
-    env = make_control_vec_env(env_id, n_envs=args.episodes, seed=1000 * args.seeds[0])
+    env = make_control_vec_env(env_id, seeds=env_seeds(args)[: args.episodes])
     obs, states = env.reset(), []
     for _ in range(args.max_episode_steps or env.envs[0].spec.max_episode_steps or 1000):
         states.append(obs)
@@ -209,7 +218,7 @@ def q_gap(model: Any, states: np.ndarray, radius: float, args: Args) -> dict[str
     for method in args.methods:
         if method == "none":
             continue
-        refiner = make_refiner(model, method, radius, args, seed=args.seeds[0])
+        refiner = make_refiner(model, method, radius, args)
         _, r = refiner.refine(obs)
         captured = np.where(achievable > 1e-6, r.q_gain / np.maximum(achievable, 1e-12), 1.0)
         rows[method] = {
@@ -233,18 +242,15 @@ def evaluate(args: Args) -> dict[str, Any]:
         for method in args.methods
         for radius in ([0.0] if method == "none" else args.radii)
     ]
-    bar = tqdm(total=len(jobs) * len(args.seeds), desc="refine_control", unit="seed")
+    bar = tqdm(total=len(jobs), desc="refine_control", unit="setting")
     for agent in args.agents:
         model, env_id = load_agent(agent, args.zoo, args.device)
         rows: list[dict[str, Any]] = []
         for _, method, radius in [j for j in jobs if j[0] == agent]:
-            per_seed = []
-            for seed in args.seeds:
-                bar.set_postfix_str(f"{agent} {method} r={radius} seed={seed}")
-                refiner = make_refiner(model, method, radius or 1.0, args, seed)
-                per_seed.append(rollout(refiner, env_id, seed, args))
-                bar.update()
-            rows.append(summarize(method, radius, per_seed, args))
+            bar.set_postfix_str(f"{agent} {method} r={radius}")
+            refiner = make_refiner(model, method, radius or 1.0, args)
+            rows.append(summarize(method, radius, rollout(refiner, env_id, args), args))
+            bar.update()
         entry: dict[str, Any] = {"env": env_id, "rows": rows}
         if model.action_space.shape == (1,) and args.q_gap_states > 0:
             states = visited_states(model, env_id, args)
@@ -255,8 +261,8 @@ def evaluate(args: Args) -> dict[str, Any]:
     return results
 
 
-def summarize(method: str, radius: float, per_seed: list[dict], args: Args) -> dict[str, Any]:
-    returns = np.concatenate([s["returns"] for s in per_seed])
+def summarize(method: str, radius: float, run: dict[str, Any], args: Args) -> dict[str, Any]:
+    returns = np.asarray(run["returns"])
     lo, hi = bootstrap_mean_ci(returns)
     cem = CEMConfig(population=args.cem_population)
     steps = steps_for_budget(method, args.budget, cem)
@@ -268,12 +274,15 @@ def summarize(method: str, radius: float, per_seed: list[dict], args: Args) -> d
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "return_ci95": [lo, hi],
-        "seed_means": [float(np.mean(s["returns"])) for s in per_seed],
-        "q_gain_per_step": float(np.mean([s["q_gain_per_step"] for s in per_seed])),
-        "fraction_changed": float(np.mean([s["fraction_changed"] for s in per_seed])),
-        "ms_per_step": float(np.mean([s["ms_per_step"] for s in per_seed])),
+        "seed_means": run["seed_means"],
+        "q_gain_per_step": run["q_gain_per_step"],
+        "fraction_changed": run["fraction_changed"],
+        "ms_per_call": run["ms_per_call"],
+        "ms_per_action": run["ms_per_call"] / run["batch"],
+        "batch": run["batch"],
         "episodes": int(returns.size),
         "returns": returns.tolist(),
+        "lengths": run["lengths"],
     }
 
 
@@ -302,7 +311,7 @@ def merge(paths: list[str], methods: list[str]) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| agent | method | radius | return (95% CI) | Q gain/step | changed | ms/step |",
+        "| agent | method | radius | return (95% CI) | Q gain/step | changed | ms/call |",
         "|---|---|---|---|---|---|---|",
     ]
     for agent, entry in results["agents"].items():
@@ -312,7 +321,7 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {agent} | {r['method']} | {radius} | {r['return_mean']:.1f} "
                 f"[{lo:.1f}, {hi:.1f}] | {r['q_gain_per_step']:.3f} | "
-                f"{r['fraction_changed']:.2f} | {r['ms_per_step']:.1f} |"
+                f"{r['fraction_changed']:.2f} | {r['ms_per_call']:.1f} |"
             )
     gaps = [(a, e) for a, e in results["agents"].items() if "q_gap" in e]
     if gaps:
