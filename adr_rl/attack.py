@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -149,7 +149,8 @@ def _adapter(model: Any, output_kind: Literal["logits", "q"]) -> _Adapter:
         space = policy.observation_space
 
         def prep(x: torch.Tensor) -> torch.Tensor:
-            return preprocess_obs(x, space, normalize_images=policy.normalize_images)
+            # A Box space gives a tensor (dicts come only from Dict spaces).
+            return cast(torch.Tensor, preprocess_obs(x, space, policy.normalize_images))
 
         if isinstance(policy, DQNPolicy):
             q_net = policy.q_net

@@ -55,7 +55,7 @@ class Args:
     games: list[str] = field(default_factory=lambda: ["coinrun", "fruitbot"])
     """Procgen games; the policy is agents/zoo/ppo_<game>.zip"""
     phases: list[str] = field(default_factory=lambda: ["tune", "flip", "rollout"])
-    """which parts to run: tune, flip, rollout"""
+    """which parts to run: tune, flip, rollout; report re-prints a finished flip phase"""
     methods: list[str] = field(default_factory=lambda: ["none", "random", "fgsm", "pgd", "adr"])
     """attack methods; 'adr' means the variant the tune phase picked (see --adr-method)"""
     adr_method: str = "auto"
@@ -256,9 +256,23 @@ def run_flip(args: Args, out: Path) -> dict[str, Any]:
             f"flip {game}",
         )
     report["summary"] = summarize_flip(report)
+    report["paired_vs_pgd"] = paired_vs_pgd(report)
+    report["n_obs"] = args.flip_obs
     (out / "flip.json").write_text(json.dumps(report, indent=1))
     print_flip(report["summary"])
+    print_paired(report["paired_vs_pgd"])
+    plot_flip(report, out)
     return report
+
+
+def run_report(out: Path) -> None:
+    """Re-print (and re-summarize) the tables of a finished flip phase from its JSON."""
+    report = json.loads((out / "flip.json").read_text())
+    report["summary"] = summarize_flip(report)
+    report["paired_vs_pgd"] = paired_vs_pgd(report)
+    (out / "flip.json").write_text(json.dumps(report, indent=1))
+    print_flip(report["summary"])
+    print_paired(report["paired_vs_pgd"])
 
 
 def summarize_flip(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -291,6 +305,62 @@ def summarize_flip(report: dict[str, Any]) -> list[dict[str, Any]]:
                 item["ci95"] = list(bootstrap_mean_ci(per_obs))
             out.append(item)
     return out
+
+
+def paired_vs_pgd(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """ADR variants vs PGD on the same observations, same eps and steps: per-observation
+    flip difference (seed-averaged) with a bootstrap CI, and how many observations only
+    one of the two flips."""
+    out = []
+    for game, rows in report["games"].items():
+
+        def per_obs(method: str, eps: float, steps: int, rows=rows) -> np.ndarray | None:
+            sel = [
+                r["flipped"]
+                for r in rows
+                if (r["mode"], r["method"], r["eps"], r["steps"])
+                == ("untargeted", method, eps, steps)
+            ]
+            return np.mean(sel, axis=0) if sel else None
+
+        keys = sorted({(r["eps"], r["steps"]) for r in rows if r["method"] == "pgd"})
+        for eps, steps in keys:
+            pgd = per_obs("pgd", eps, steps)
+            for variant in ("adr", "adr_sync"):
+                adr = per_obs(variant, eps, steps)
+                if pgd is None or adr is None:
+                    continue
+                diff = adr - pgd
+                low, high = bootstrap_mean_ci(diff)
+                out.append(
+                    {
+                        "game": game,
+                        "eps": eps,
+                        "steps": steps,
+                        "method": variant,
+                        "adr_flip": float(adr.mean()),
+                        "pgd_flip": float(pgd.mean()),
+                        "diff": float(diff.mean()),
+                        "diff_ci95": [low, high],
+                        "only_adr": int((adr > pgd).sum()),
+                        "only_pgd": int((pgd > adr).sum()),
+                    }
+                )
+    return out
+
+
+def print_paired(paired: list[dict[str, Any]]) -> None:
+    print(
+        "| game | eps | steps | ADR variant | ADR flip | PGD flip | ADR - PGD [95% CI] | "
+        "only ADR flips | only PGD flips |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for p in paired:
+        print(
+            f"| {p['game']} | {p['eps']:g} | {p['steps']} | {p['method']} | {p['adr_flip']:.3f} | "
+            f"{p['pgd_flip']:.3f} | {p['diff']:+.3f} [{p['diff_ci95'][0]:+.3f}, "
+            f"{p['diff_ci95'][1]:+.3f}] | {p['only_adr']} | {p['only_pgd']} |"
+        )
 
 
 def print_flip(summary: list[dict[str, Any]]) -> None:
@@ -570,12 +640,15 @@ def main(argv: list[str] | None = None) -> None:
         variant_pick = run_tune(args, out)["pick"]
         variant = variant_pick if variant == "auto" else variant
     if variant == "auto":
-        tune = out / "tune.json"
+        tune = next(
+            (d / "tune.json" for d in (out, out.parent) if (d / "tune.json").exists()),
+            out / "tune.json",
+        )
         variant = json.loads(tune.read_text())["pick"] if tune.exists() else "adr_sync"
     if "flip" in args.phases:
-        report = run_flip(args, out)
-        report["n_obs"] = args.flip_obs
-        plot_flip(report, out)
+        run_flip(args, out)
+    if "report" in args.phases:
+        run_report(out)
     if "rollout" in args.phases:
         run_rollout(args, out, variant)
     print(f"wrote {out}")
