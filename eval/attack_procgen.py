@@ -148,21 +148,24 @@ def attack_set(
     targeted: bool,
     seed: int,
     batch: int,
+    config: Any = None,
 ) -> dict[str, Any]:
     """Flip (or target-hit) rate of one attack over a fixed observation set, in batches."""
     attack = ObservationAttack(
-        model, eps=eps, steps=steps, method=method, targeted=targeted, seed=seed
+        model, eps=eps, steps=steps, method=method, targeted=targeted, seed=seed, config=config
     )
-    flipped, success, seconds = [], [], 0.0
+    flipped, success, objective, seconds = [], [], [], 0.0
     for i in range(0, len(obs), batch):
         res = attack.perturb(obs[i : i + batch])
         flipped.append(res.flipped)
         success.append(res.success)
+        objective.append(res.objective)
         seconds += res.seconds
     f, s = np.concatenate(flipped), np.concatenate(success)
     return {
         "flip_rate": float(f.mean()),
         "success_rate": float(s.mean()),
+        "mean_objective": float(np.concatenate(objective).mean()),
         "ms_per_obs": 1e3 * seconds / len(obs),
         "flipped": f.astype(int).tolist(),
     }
@@ -231,6 +234,7 @@ def run_tune(args: Args, out: Path) -> dict[str, Any]:
             score[r["method"]].append(r["flip_rate"])
             r.pop("flipped")
         report["games"][game] = rows
+        report.setdefault("ablations", {})[game] = tune_ablations(model, obs, args)
     means = {m: float(np.mean(v)) for m, v in score.items()}
     # Ties go to adr_sync, the variant the random-network benchmark recommends.
     report["mean_flip_rate"] = means
@@ -238,6 +242,34 @@ def run_tune(args: Args, out: Path) -> dict[str, Any]:
     (out / "tune.json").write_text(json.dumps(report, indent=1))
     print(f"tune: mean flip rate {means}; ADR variant for 'adr': {report['pick']}")
     return report
+
+
+#: ADR settings compared with PGD on the tuning observations: why ADR trails PGD here.
+ABLATIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "pgd": ("pgd", None),
+    "adr_sync": ("adr_sync", {}),
+    "adr_sync, re-sync every 5 steps": ("adr_sync", {"resync_freq": 5}),
+    "adr_sync, re-sync every 2 steps": ("adr_sync", {"resync_freq": 2}),
+    "adr_sync, no consistency term": ("adr_sync", {"use_constraint": False}),
+    "adr_sync, eta kick every 5 steps": ("adr_sync", {"perturb_freq": 5, "grad_threshold": 1e9}),
+}
+
+
+def tune_ablations(model: PPO, obs: np.ndarray, args: Args) -> list[dict[str, Any]]:
+    """Flip rate and mean objective (cross-entropy) of PGD and ADR variants, seed 0."""
+    rows = []
+    for eps in args.flip_eps:
+        for steps in args.tune_steps:
+            for name, (method, overrides) in ABLATIONS.items():
+                cfg = None if overrides is None else attack_adr_config(method, **overrides)
+                r = attack_set(model, obs, method, eps, steps, False, 0, args.batch, cfg)
+                r.pop("flipped")
+                rows.append({"name": name, "eps": eps, "steps": steps, **r})
+                tqdm.write(
+                    f"  {name:<36} eps={eps:g} steps={steps}: flip {r['flip_rate']:.4f}, "
+                    f"mean cross-entropy {r['mean_objective']:.4f}"
+                )
+    return rows
 
 
 def run_flip(args: Args, out: Path) -> dict[str, Any]:
