@@ -229,7 +229,7 @@ def q_gap(model: Any, states: np.ndarray, radius: float, args: Args) -> dict[str
     return rows
 
 
-def evaluate(args: Args) -> dict[str, Any]:
+def evaluate(args: Args, checkpoint: Path | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     results: dict[str, Any] = {
         "config": asdict(args),
@@ -242,9 +242,10 @@ def evaluate(args: Args) -> dict[str, Any]:
         for method in args.methods
         for radius in ([0.0] if method == "none" else args.radii)
     ]
+    models = {agent: load_agent(agent, args.zoo, args.device) for agent in args.agents}
     bar = tqdm(total=len(jobs), desc="refine_control", unit="setting")
     for agent in args.agents:
-        model, env_id = load_agent(agent, args.zoo, args.device)
+        model, env_id = models[agent]
         rows: list[dict[str, Any]] = []
         for _, method, radius in [j for j in jobs if j[0] == agent]:
             bar.set_postfix_str(f"{agent} {method} r={radius}")
@@ -257,6 +258,8 @@ def evaluate(args: Args) -> dict[str, Any]:
             entry["q_gap"] = {str(r): q_gap(model, states, r, args) for r in args.radii}
             entry["q_gap_states"] = len(states)
         results["agents"][agent] = entry
+        if checkpoint is not None:  # a later agent's failure keeps this one's rows
+            checkpoint.write_text(json.dumps(results, indent=1))
     bar.close()
     return results
 
@@ -372,9 +375,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    results = merge(args.merge, args.methods) if args.merge else evaluate(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    partial = out / "results.partial.json"
+    results = merge(args.merge, args.methods) if args.merge else evaluate(args, partial)
+    partial.unlink(missing_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "returns.png")
     print(table(results))
