@@ -342,6 +342,32 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def compact_table(results: dict[str, Any]) -> str:
+    """Return (mean [95% CI]) per agent x method x radius, the unrefined actor first."""
+    radii = sorted({r["radius"] for e in results["agents"].values() for r in e["rows"]} - {0.0})
+    head = "| agent | method | " + " | ".join(f"radius {r:g}" for r in radii) + " |"
+    lines = [head, "|---|---|" + "---|" * len(radii)]
+    for agent, entry in results["agents"].items():
+        methods = list(dict.fromkeys(r["method"] for r in entry["rows"]))
+        for method in methods:
+            cells = []
+            for radius in radii:
+                row = [
+                    r
+                    for r in entry["rows"]
+                    if r["method"] == method and (method == "none" or r["radius"] == radius)
+                ]
+                if not row:
+                    cells.append("")
+                    continue
+                lo, hi = row[0]["return_ci95"]
+                cells.append(f"{row[0]['return_mean']:.1f} [{lo:.1f}, {hi:.1f}]")
+            if method == "none":
+                cells = [cells[0]] + ["(same)"] * (len(cells) - 1)
+            lines.append(f"| {agent} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     agents = list(results["agents"])
     fig, axes = plt.subplots(1, len(agents), figsize=(4.2 * len(agents), 3.6), squeeze=False)
@@ -383,6 +409,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "returns.png")
     print(table(results))
+    print()
+    print(compact_table(results))
     print(f"wrote {out / 'results.json'} and {out / 'returns.png'}")
     return results
 
