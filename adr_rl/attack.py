@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ class ObservationAttack:
         bounds: tuple[float, float] | None = None,
     ) -> None:
         self.adapter = _adapter(model, output)
-        if not isinstance(eps, int | float) or not math.isfinite(eps) or eps < 0:
+        if not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps < 0:
             raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
@@ -261,13 +262,18 @@ class ObservationAttack:
                 f"{err}. Every attack runs through adr_rl.maximize, which needs a ReLU network; "
                 "for SB3 MlpPolicy build the agent with policy_kwargs=dict(activation_fn=nn.ReLU)"
             ) from err
-        self.eps, self.steps, self.method, self.targeted = float(eps), steps, method, targeted
-        self.seed, self.loss, self.bounds = seed, loss, bounds
-        self.random_start = (loss == "kl") if random_start is None else bool(random_start)
+        self.eps: float = float(eps)
+        self.steps: int = steps
+        self.method: str = method
+        self.targeted: bool = targeted
+        self.seed: int = seed
+        self.loss: Loss = loss
+        self.bounds: tuple[float, float] | None = bounds
+        self.random_start: bool = (loss == "kl") if random_start is None else bool(random_start)
         if method in ("adr", "adr_sync") and config is None:
             config = attack_adr_config(method)
-        self.config = config
-        self.alpha = alpha
+        self.config: Any = config
+        self.alpha: float | None = alpha
         if alpha is None and method in ("pgd", "adr", "adr_sync"):
             self.alpha = 2.5 * self.eps / steps
 

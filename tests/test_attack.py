@@ -151,6 +151,8 @@ def test_fractional_eps_on_uint8_stays_in_the_ball():
     obs = _images(4, seed=4)
     adv = ObservationAttack(policy, eps=1.5, steps=5, method="pgd")(obs)
     assert np.abs(adv.astype(int) - obs.astype(int)).max() <= 1
+    adv = ObservationAttack(policy, eps=np.float32(3.0), steps=5, method="pgd")(obs)  # numpy eps
+    assert np.abs(adv.astype(int) - obs.astype(int)).max() <= 3
 
 
 # --------------------------------------------------------------------------------------
