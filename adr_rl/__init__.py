@@ -11,8 +11,8 @@ from adr_rl.attack import AttackedPolicy, AttackedVecEnv, AttackResult, Observat
 from adr_rl.optim import (
     METHODS,
     AdamConfig,
-    CEMConfig,
     ADRConfig,
+    CEMConfig,
     MaximizeResult,
     PerturbedGDConfig,
     RestartGDConfig,
