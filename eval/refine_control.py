@@ -380,16 +380,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
         means = np.array([r["return_mean"] for r in rows])
         ci = np.array([r["return_ci95"] for r in rows])
         colors = [f"C{sorted({r['method'] for r in rows}).index(r['method'])}" for r in rows]
-        ax.bar(range(len(rows)), means, color=colors)
-        ax.errorbar(
-            range(len(rows)),
-            means,
-            yerr=[means - ci[:, 0], ci[:, 1] - means],
-            fmt="none",
-            ecolor="k",
-            capsize=2,
-            lw=0.8,
-        )
+        # Points, not bars: the differences are small next to the returns themselves.
+        for i, (m, c) in enumerate(zip(means, colors, strict=True)):
+            ax.errorbar(
+                i, m, yerr=[[m - ci[i, 0]], [ci[i, 1] - m]], fmt="o", color=c, capsize=2, lw=1
+            )
         ax.axhline(rows[0]["return_mean"], color="gray", ls="--", lw=0.8)
         ax.set_xticks(range(len(rows)), labels, fontsize=6, rotation=90)
         ax.set_title(agent, fontsize=9)
