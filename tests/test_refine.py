@@ -300,3 +300,36 @@ def test_vec_normalize_statistics_are_applied(td3):
     np.testing.assert_array_equal(a, b)
     c, _ = by_hand.predict(raw)
     assert not np.allclose(a, c)
+
+
+class _ImageEnv(gym.Env):
+    """36x36 RGB uint8 observations (the smallest NatureCNN takes), 2-D Box actions."""
+
+    observation_space = gym.spaces.Box(0, 255, (36, 36, 3), dtype=np.uint8)
+    action_space = gym.spaces.Box(-2.0, 2.0, (2,), dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+def test_image_observations_are_preprocessed_like_the_policy_does():
+    model = TD3("CnnPolicy", _ImageEnv(), buffer_size=10, seed=0, verbose=0)
+    space = model.observation_space
+    space.seed(0)
+    obs = np.stack([space.sample() for _ in range(3)])  # (3, 36, 36, 3) uint8, HWC
+    refiner = ActionRefiner(model, method="adr", radius=0.5, steps=4)
+    actions, _ = refiner.predict(obs)
+    assert actions.shape == (3, 2) and all(model.action_space.contains(a) for a in actions)
+    # The reported actor Q equals the critic on SB3's own preprocessing (transpose, /255).
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    actor, _ = model.predict(obs, deterministic=True)
+    with torch.no_grad():
+        q1, q2 = model.policy.critic(obs_t, torch.as_tensor(_scaled(model, actor)))
+    np.testing.assert_allclose(
+        refiner.last_info.q_actor, torch.min(q1, q2).squeeze(1).numpy(), rtol=1e-5, atol=1e-5
+    )
+    assert (refiner.last_info.q_refined >= refiner.last_info.q_actor - 1e-6).all()
