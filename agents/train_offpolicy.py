@@ -85,7 +85,8 @@ def parse_args() -> Args:
 
 def main() -> None:
     args = parse_args()
-    assert args.algo in ALGOS, f"--algo must be one of {sorted(ALGOS)}"
+    if args.algo not in ALGOS:
+        raise SystemExit(f"--algo must be one of {sorted(ALGOS)}, got {args.algo!r}")
     torch.set_num_threads(args.threads)
     config = hyperparams(args.algo, args.env)
     steps = args.total_timesteps or config.pop("n_timesteps")
@@ -107,13 +108,12 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{args.algo}_{args.env}"
-    callbacks: list[BaseCallback] = [
-        LatestCheckpointCallback(
-            Path("runs") / run / "latest.zip",
-            args.checkpoint_freq,
-            save_replay_buffer=not args.no_replay_buffer,
-        ),
-    ]
+    checkpoint = LatestCheckpointCallback(
+        Path("runs") / run / "latest.zip",
+        args.checkpoint_freq,
+        save_replay_buffer=not args.no_replay_buffer,
+    )
+    callbacks: list[BaseCallback] = [checkpoint]
     if args.eval_freq > 0:
         curve_env = make_control_env(args.env, seed=args.eval_seed + 1)
         callbacks.append(
@@ -133,7 +133,7 @@ def main() -> None:
     start = time.time()
     model.learn(steps, callback=CallbackList(callbacks), reset_num_timesteps=not args.resume)
     wall = time.time() - start
-    callbacks[0].save(model)  # the final state, for --resume
+    checkpoint.save(model)  # the final state, for --resume
 
     eval_env = make_control_env(args.env, seed=args.eval_seed)
     returns, lengths = evaluate_policy(
