@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -57,29 +58,52 @@ class TimeLimitCallback(BaseCallback):
 
 
 class LatestCheckpointCallback(BaseCallback):
-    """Keep one checkpoint, ``path``, overwritten every ``freq`` steps (atomic rename), with
-    the replay buffer beside it as ``<stem>_replay_buffer.pkl`` unless told not to."""
+    """Keep one checkpoint, ``path`` (model and optimizer), overwritten every ``freq``
+    steps, with what resuming needs beside it: the replay buffer as
+    ``<stem>_replay_buffer.pkl`` (off-policy, unless told not to), the ``VecNormalize``
+    statistics as ``<stem>_vecnormalize.pkl`` (when the env has them) and the step count
+    as ``<stem>.json``.
+
+    Checked at the end of each rollout (a PPO rollout, or an off-policy collection), so a
+    checkpoint never splits one. Files are written to a temporary name and moved into
+    place, so a run killed mid-save keeps its previous checkpoint.
+    """
 
     def __init__(self, path: Path, freq: int, save_replay_buffer: bool = True) -> None:
         super().__init__()
         self.path = Path(path)
         self.freq = freq
         self.save_replay_buffer = save_replay_buffer
-        self.last = 0
+        self.last_saved = 0
+
+    def _on_training_start(self) -> None:
+        self.last_saved = self.model.num_timesteps
 
     def _on_step(self) -> bool:
-        if self.model.num_timesteps - self.last >= self.freq:
-            self.save(self.model)
         return True
 
+    def _on_rollout_end(self) -> None:
+        if self.model.num_timesteps - self.last_saved >= self.freq:
+            self.save(self.model)
+
+    def _beside(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.stem + suffix)
+
+    @staticmethod
+    def _atomic(path: Path, write: Any) -> None:
+        tmp = path.with_name("tmp_" + path.name)
+        write(tmp)
+        os.replace(tmp, path)
+
     def save(self, model: Any) -> None:
+        steps = model.num_timesteps
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name("tmp_" + self.path.name)
-        model.save(tmp, exclude=["replay_buffer"])
-        os.replace(tmp, self.path)
+        self._atomic(self.path, model.save)
         if self.save_replay_buffer and hasattr(model, "save_replay_buffer"):
-            buffer = self.path.with_name(self.path.stem + "_replay_buffer.pkl")
-            tmp_buffer = buffer.with_name("tmp_" + buffer.name)
-            model.save_replay_buffer(tmp_buffer)
-            os.replace(tmp_buffer, buffer)
-        self.last = model.num_timesteps
+            self._atomic(self._beside("_replay_buffer.pkl"), model.save_replay_buffer)
+        venv = model.get_vec_normalize_env()
+        if venv is not None:
+            self._atomic(self._beside("_vecnormalize.pkl"), lambda p: venv.save(str(p)))
+        self._beside(".json").write_text(json.dumps({"num_timesteps": steps, "time": time.time()}))
+        self.last_saved = steps
+        print(f"checkpoint: {steps} steps -> {self.path}", flush=True)

@@ -27,7 +27,6 @@ import ast
 import dataclasses
 import inspect
 import json
-import os
 import shutil
 import signal
 import sys
@@ -43,7 +42,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 
 from adr_rl.extractors import cnn_policy_kwargs
-from agents.callbacks import TqdmCallback
+from agents.callbacks import LatestCheckpointCallback, TqdmCallback
 from envs.procgen import TRAIN_LEVELS, make_procgen_vec_env
 
 
@@ -159,47 +158,6 @@ class StopOnSignalCallback(BaseCallback):
         return not self.stop_requested
 
 
-class CheckpointCallback(BaseCallback):
-    """Save model (optimizer included) and reward-normalization stats every ``freq`` steps.
-
-    Files are written to a temporary name and moved into place, so a run killed
-    mid-save keeps its previous checkpoint.
-    """
-
-    def __init__(self, ckpt_dir: Path, freq: int) -> None:
-        super().__init__()
-        self.ckpt_dir = ckpt_dir
-        self.freq = freq
-        self.last_saved = 0
-
-    def _on_training_start(self) -> None:
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        self.last_saved = self.model.num_timesteps
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        if self.model.num_timesteps - self.last_saved >= self.freq:
-            self.save()
-
-    def save(self) -> None:
-        steps = self.model.num_timesteps
-        tmp = self.ckpt_dir / "tmp_latest.zip"
-        self.model.save(tmp)
-        os.replace(tmp, self.ckpt_dir / "latest.zip")
-        venv = self.model.get_vec_normalize_env()
-        if venv is not None:
-            tmp_pkl = self.ckpt_dir / "tmp_latest_vecnormalize.pkl"
-            venv.save(str(tmp_pkl))
-            os.replace(tmp_pkl, self.ckpt_dir / "latest_vecnormalize.pkl")
-        (self.ckpt_dir / "latest.json").write_text(
-            json.dumps({"num_timesteps": steps, "time": time.time()})
-        )
-        self.last_saved = steps
-        print(f"checkpoint: {steps} steps -> {self.ckpt_dir / 'latest.zip'}", flush=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -261,7 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     model.set_logger(configure(str(run_dir), ["stdout", "csv", "tensorboard"]))
 
     remaining = args.total_timesteps - model.num_timesteps
-    checkpoint = CheckpointCallback(run_dir / "checkpoints", args.checkpoint_freq)
+    checkpoint = LatestCheckpointCallback(
+        run_dir / "checkpoints" / "latest.zip", args.checkpoint_freq
+    )
     callbacks: list[BaseCallback] = [checkpoint, StopOnSignalCallback()]
     if args.progress_bar:
         callbacks.append(TqdmCallback(args.total_timesteps))
@@ -277,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             tb_log_name=run_name,
         )
     if checkpoint.last_saved != model.num_timesteps:
-        checkpoint.save()
+        checkpoint.save(model)
     wall = time.time() - start
     sps = (model.num_timesteps - start_steps) / max(wall, 1e-9)
     summary = {"num_timesteps": model.num_timesteps, "wall_time_s": wall, "steps_per_s": sps}
