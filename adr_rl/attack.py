@@ -26,11 +26,10 @@ Objectives, all maximized over the ball:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -43,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from adr_rl.optim import ADRConfig, adr_sync_config, maximize
-from adr_rl.surrogate import NonReluNetworkError, find_relus
+from adr_rl.surrogate import NonReluNetworkError, eval_mode, find_relus
 
 __all__ = [
     "ATTACK_METHODS",
@@ -171,18 +170,6 @@ def _adapter(model: Any, output_kind: Literal["logits", "q"]) -> _Adapter:
     if output_kind not in ("logits", "q"):
         raise ValueError(f"output must be 'logits' or 'q', got {output_kind!r}")
     return _Adapter(model, [model], model, "policy" if output_kind == "logits" else "q", None)
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode inside; every submodule's ``training`` flag restored exactly after."""
-    saved = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in saved:
-            m.training = training
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -410,7 +397,7 @@ class ObservationAttack:
             # The box holds exactly the integers of the ball, so rounding stays inside.
             lo, hi = lo.ceil(), hi.floor()
         root = self.adapter.root
-        with _eval_mode(root):
+        with eval_mode(root):
             with torch.no_grad():
                 clean_out = self.adapter.output(x)
             _check_output(clean_out, x.shape[0])

@@ -12,8 +12,6 @@ actions are unscaled back into the env's action space.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +21,7 @@ from gymnasium import spaces
 from torch import nn
 
 from adr_rl.optim import METHODS, maximize
+from adr_rl.surrogate import eval_mode
 
 __all__ = ["ActionRefiner", "RefineInfo", "SUPPORTED_AGENTS"]
 
@@ -75,18 +74,6 @@ def _policy_of(model: Any) -> Any:
     if not isinstance(policy.action_space, spaces.Box):
         raise ValueError(f"ActionRefiner needs a Box action space, got {policy.action_space}")
     return policy
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode inside, every submodule's ``training`` flag restored exactly after."""
-    saved = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in saved:
-            m.training = training
 
 
 class ActionRefiner:
@@ -158,7 +145,7 @@ class ActionRefiner:
     def q_values(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Critic value ``(B,)`` of scaled ``actions`` ``(B, act_dim)`` in ``[-1, 1]``
         at preprocessed-by-SB3 ``obs`` (a batch as ``policy.obs_to_tensor`` returns it)."""
-        with _eval_mode(self.policy), torch.no_grad():
+        with eval_mode(self.policy), torch.no_grad():
             features = self.policy.critic.extract_features(
                 obs, self.policy.critic.features_extractor
             )
@@ -174,7 +161,7 @@ class ActionRefiner:
 
     def refine(self, obs: torch.Tensor) -> tuple[torch.Tensor, RefineInfo]:
         """Refined scaled actions ``(B, act_dim)`` in ``[-1, 1]`` for a batch of observations."""
-        with _eval_mode(self.policy), torch.no_grad():
+        with eval_mode(self.policy), torch.no_grad():
             start = self.policy._predict(obs, deterministic=True).reshape(
                 -1, *self.action_space.shape
             )

@@ -31,6 +31,7 @@ __all__ = [
     "NonReluNetworkError",
     "ReluSite",
     "ReluSurrogate",
+    "eval_mode",
     "find_relus",
 ]
 
@@ -344,3 +345,16 @@ class ReluSurrogate:
                 "ReLUs that are nn.ReLU modules. Replace functional calls such as F.relu(x) "
                 "with an nn.ReLU() module (other non-linearities are not supported)"
             )
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode inside; every submodule's ``training`` flag restored exactly after (also
+    after an exception), so a user's model in train mode comes back in train mode."""
+    saved = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in saved:
+            m.training = training
