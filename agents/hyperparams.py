@@ -33,44 +33,27 @@ _TD3_MUJOCO: dict[str, Any] = dict(
     policy_kwargs=dict(net_arch=[400, 300]),
 )
 
+# rl-zoo3's td3 settings for Pendulum, LunarLanderContinuous and BipedalWalker: one
+# round of updates per episode, as many gradient steps as the episode had env steps.
+_TD3_EPISODIC: dict[str, Any] = dict(
+    buffer_size=200_000,
+    gamma=0.98,
+    learning_rate=1e-3,
+    learning_starts=10_000,
+    train_freq=(1, "episode"),
+    gradient_steps=-1,
+    noise_std=0.1,
+    policy_kwargs=dict(net_arch=[400, 300]),
+)
+
 HYPERPARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "td3": {
         # rl-zoo3 td3 Pendulum-v1; its published agent scores -195.99 +/- 119.03.
-        "Pendulum-v1": dict(
-            n_timesteps=20_000,
-            buffer_size=200_000,
-            gamma=0.98,
-            learning_rate=1e-3,
-            learning_starts=10_000,
-            train_freq=(1, "episode"),
-            gradient_steps=-1,
-            noise_std=0.1,
-            policy_kwargs=dict(net_arch=[400, 300]),
-        ),
+        "Pendulum-v1": dict(_TD3_EPISODIC, n_timesteps=20_000),
         # rl-zoo3 td3 LunarLanderContinuous (v2 in the zoo; v3 differs only in bug fixes).
-        "LunarLanderContinuous-v3": dict(
-            n_timesteps=300_000,
-            buffer_size=200_000,
-            gamma=0.98,
-            learning_rate=1e-3,
-            learning_starts=10_000,
-            train_freq=(1, "episode"),
-            gradient_steps=-1,
-            noise_std=0.1,
-            policy_kwargs=dict(net_arch=[400, 300]),
-        ),
+        "LunarLanderContinuous-v3": dict(_TD3_EPISODIC, n_timesteps=300_000),
         # rl-zoo3 td3 BipedalWalker-v3.
-        "BipedalWalker-v3": dict(
-            n_timesteps=1_000_000,
-            buffer_size=200_000,
-            gamma=0.98,
-            learning_rate=1e-3,
-            learning_starts=10_000,
-            train_freq=(1, "episode"),
-            gradient_steps=-1,
-            noise_std=0.1,
-            policy_kwargs=dict(net_arch=[400, 300]),
-        ),
+        "BipedalWalker-v3": dict(_TD3_EPISODIC, n_timesteps=1_000_000),
         # rl-zoo3 td3 MuJoCo defaults (HalfCheetah, Hopper, Walker2d, Ant).
         "HalfCheetah-v5": _TD3_MUJOCO,
         "Hopper-v5": _TD3_MUJOCO,
