@@ -59,5 +59,4 @@ def make_control_vec_env(
     stream, so a run is reproducible whatever the episode lengths."""
     _check(env_id)
     seeds = list(seeds) if seeds is not None else [seed + i for i in range(n_envs)]
-    make_control_env(env_id).close()  # fail early, with the clear message above
     return DummyVecEnv([functools.partial(make_control_env, env_id, s) for s in seeds])

@@ -131,8 +131,13 @@ def load_agent(name: str, zoo: str, device: str) -> tuple[Any, str]:
     return ALGOS[algo].load(path, device=device), env_id
 
 
+def cem_config(args: Args) -> CEMConfig:
+    """CEM at ``--cem-population`` samples, the best tenth as elites."""
+    return CEMConfig(population=args.cem_population, elites=max(1, args.cem_population // 10))
+
+
 def make_refiner(model: Any, method: str, radius: float, args: Args) -> ActionRefiner:
-    cem = CEMConfig(population=args.cem_population, elites=max(1, args.cem_population // 10))
+    cem = cem_config(args)
     return ActionRefiner(
         model,
         method=method,
@@ -250,7 +255,7 @@ def evaluate(args: Args, checkpoint: Path | None = None) -> dict[str, Any]:
         for _, method, radius in [j for j in jobs if j[0] == agent]:
             bar.set_postfix_str(f"{agent} {method} r={radius}")
             refiner = make_refiner(model, method, radius or 1.0, args)
-            rows.append(summarize(method, radius, rollout(refiner, env_id, args), args))
+            rows.append(summarize(refiner, radius, rollout(refiner, env_id, args), args))
             bar.update()
         entry: dict[str, Any] = {"env": env_id, "rows": rows}
         if model.action_space.shape == (1,) and args.q_gap_states > 0:
@@ -264,16 +269,15 @@ def evaluate(args: Args, checkpoint: Path | None = None) -> dict[str, Any]:
     return results
 
 
-def summarize(method: str, radius: float, run: dict[str, Any], args: Args) -> dict[str, Any]:
+def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any], args: Args) -> dict:
     returns = np.asarray(run["returns"])
     lo, hi = bootstrap_mean_ci(returns)
-    cem = CEMConfig(population=args.cem_population)
-    steps = steps_for_budget(method, args.budget, cem)
+    method, steps = refiner.method, refiner.steps
     return {
         "method": method,
         "radius": radius,
         "optimizer_steps": steps,
-        "critic_evaluations": network_evaluations(method, steps, cem) if steps else 0,
+        "critic_evaluations": network_evaluations(method, steps, refiner.config) if steps else 0,
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "return_ci95": [lo, hi],
