@@ -7,21 +7,64 @@ observations).
 >>> res.x, res.value  # best input per problem, true objective there
 """
 
-from adr_rl.attack import AttackedPolicy, AttackedVecEnv, AttackResult, ObservationAttack
-from adr_rl.optim import (
-    METHODS,
-    AdamConfig,
-    ADRConfig,
-    CEMConfig,
-    MaximizeResult,
-    PerturbedGDConfig,
-    RestartGDConfig,
-    adr_sync_config,
-    maximize,
-    network_evaluations,
-)
-from adr_rl.refine import ActionRefiner, RefineInfo
-from adr_rl.surrogate import NonReluNetworkError, ReluSurrogate, find_relus
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adr_rl.attack import AttackedPolicy, AttackedVecEnv, AttackResult, ObservationAttack
+    from adr_rl.optim import (
+        METHODS,
+        AdamConfig,
+        ADRConfig,
+        CEMConfig,
+        MaximizeResult,
+        PerturbedGDConfig,
+        RestartGDConfig,
+        adr_sync_config,
+        maximize,
+        network_evaluations,
+    )
+    from adr_rl.refine import ActionRefiner, RefineInfo
+    from adr_rl.surrogate import NonReluNetworkError, ReluSurrogate, find_relus
+
+# Public name -> module. Imported on first use, so `import adr_rl` (and the `adr-rl`
+# command's --help) stays fast; `from adr_rl import maximize` works as usual.
+_EXPORTS = {
+    "AttackedPolicy": "adr_rl.attack",
+    "AttackedVecEnv": "adr_rl.attack",
+    "AttackResult": "adr_rl.attack",
+    "ObservationAttack": "adr_rl.attack",
+    "METHODS": "adr_rl.optim",
+    "AdamConfig": "adr_rl.optim",
+    "ADRConfig": "adr_rl.optim",
+    "CEMConfig": "adr_rl.optim",
+    "MaximizeResult": "adr_rl.optim",
+    "PerturbedGDConfig": "adr_rl.optim",
+    "RestartGDConfig": "adr_rl.optim",
+    "adr_sync_config": "adr_rl.optim",
+    "maximize": "adr_rl.optim",
+    "network_evaluations": "adr_rl.optim",
+    "ActionRefiner": "adr_rl.refine",
+    "RefineInfo": "adr_rl.refine",
+    "NonReluNetworkError": "adr_rl.surrogate",
+    "ReluSurrogate": "adr_rl.surrogate",
+    "find_relus": "adr_rl.surrogate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'adr_rl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
 
 __all__ = [
     "METHODS",

@@ -79,12 +79,12 @@ class Args:
     """Folder of the shipped agent and its model card."""
 
 
-def parse_args() -> Args:
-    return cli.parse_args(Args, __doc__)
+def parse_args(argv: list[str] | None = None) -> Args:
+    return cli.parse_args(Args, __doc__, argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.algo not in ALGOS:
         raise SystemExit(f"--algo must be one of {sorted(ALGOS)}, got {args.algo!r}")
     torch.set_num_threads(args.threads)

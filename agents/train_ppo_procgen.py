@@ -22,10 +22,7 @@ Writes under ``runs/<env>__<exp>__<seed>__<time>/``: TensorBoard events and
 
 from __future__ import annotations
 
-import argparse
-import ast
 import dataclasses
-import inspect
 import json
 import shutil
 import signal
@@ -44,6 +41,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from adr_rl.extractors import cnn_policy_kwargs
 from agents.callbacks import LatestCheckpointCallback, TqdmCallback
 from envs.procgen import TRAIN_LEVELS, make_procgen_vec_env
+from eval import cli
 
 
 @dataclass
@@ -104,35 +102,8 @@ class Args:
     """show a tqdm progress bar"""
 
 
-def _field_docs(cls: type) -> dict[str, str]:
-    """Docstrings written under dataclass fields (CleanRL / tyro convention)."""
-    docs: dict[str, str] = {}
-    body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
-    for node, nxt in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-        ):
-            docs[node.target.id] = str(nxt.value.value)
-    return docs
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    docs = _field_docs(Args)
-    for field in dataclasses.fields(Args):
-        flag = "--" + field.name.replace("_", "-")
-        help_text = f"{docs.get(field.name, '')} (default: {field.default})"
-        if field.type in (bool, "bool"):
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text
-            )
-        else:
-            kind = {"int": int, "float": float, "str": str}[str(field.type)]
-            parser.add_argument(flag, type=kind, default=field.default, help=help_text)
-    return Args(**vars(parser.parse_args(argv)))
+    return cli.parse_args(Args, __doc__, argv)
 
 
 class StopOnSignalCallback(BaseCallback):

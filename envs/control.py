@@ -28,8 +28,12 @@ CONTROL_ENVS: dict[str, str] = {
 
 
 def _check(env_id: str) -> None:
-    if env_id not in CONTROL_ENVS:
-        raise ValueError(f"unknown control env {env_id!r}; supported: {sorted(CONTROL_ENVS)}")
+    """Any registered Gymnasium id (a user's agent may act in an env of their own)."""
+    if env_id not in gym.registry:
+        raise ValueError(
+            f"unknown env id {env_id!r}: not in Gymnasium's registry; the project's tasks "
+            f"are {sorted(CONTROL_ENVS)}"
+        )
 
 
 def make_control_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
@@ -40,7 +44,8 @@ def make_control_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym
         env = gym.make(env_id, **kwargs)
     except gym.error.DependencyNotInstalled as exc:
         raise ImportError(
-            f"{env_id} needs {CONTROL_ENVS[env_id]}: pip install -e '.[control]' ({exc})"
+            f"{env_id} needs {CONTROL_ENVS.get(env_id, 'an extra package')}: "
+            f"pip install -e '.[control]' ({exc})"
         ) from exc
     env = Monitor(env)
     if seed is not None:

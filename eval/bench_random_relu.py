@@ -91,8 +91,8 @@ class Args:
     """Smoke run: 3 small seeds, 1 large, T = 300."""
 
 
-def parse_args() -> Args:
-    args = cli.parse_args(Args, __doc__)
+def parse_args(argv: list[str] | None = None) -> Args:
+    args = cli.parse_args(Args, __doc__, argv)
     if args.quick:
         args.seeds_small, args.seeds_large, args.steps = 3, 1, 300
         args.timing_steps = 50
@@ -257,8 +257,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

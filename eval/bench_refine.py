@@ -56,8 +56,8 @@ class Args:
     """Smoke run: 10 steps, 2 repeats, 32 observations in the loop."""
 
 
-def parse_args() -> Args:
-    args = cli.parse_args(Args, __doc__)
+def parse_args(argv: list[str] | None = None) -> Args:
+    args = cli.parse_args(Args, __doc__, argv)
     if args.quick:
         args.steps, args.repeats, args.loop_size = 10, 2, 32
         if args.out == Args.out:
@@ -144,8 +144,8 @@ def bench_device(args: Args, device: str) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results: dict[str, Any] = {

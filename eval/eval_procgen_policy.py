@@ -15,7 +15,6 @@ asked, and prints a short table.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -34,6 +33,7 @@ from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 
 from envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS  # noqa: E402
+from eval import cli  # noqa: E402
 from eval.rollout import RandomPolicy, rollout, summarize  # noqa: E402
 
 #: Published PPO references (IMPALA CNN, 25M steps, easy mode, test levels):
@@ -72,17 +72,7 @@ class Args:
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for f in dataclasses.fields(Args):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "run_dirs":
-            parser.add_argument(flag, nargs="*", default=[])
-        elif f.type in (bool, "bool"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            kind = {"int": int, "str": str}[str(f.type)]
-            parser.add_argument(flag, type=kind, default=f.default)
-    return Args(**vars(parser.parse_args(argv)))
+    return cli.parse_args(Args, __doc__, argv)
 
 
 def read_progress(run_dirs: list[str]) -> tuple[list[int], list[float], float]:

@@ -149,13 +149,20 @@ def make_refiner(model: Any, method: str, radius: float, args: Args) -> ActionRe
     )
 
 
-def env_seeds(args: Args) -> list[int]:
-    return [1000 * s + i for s in args.seeds for i in range(args.episodes)]
+def env_seeds(seeds: list[int], episodes: int) -> list[int]:
+    """Episode ``i`` of seed ``s`` runs in an env seeded ``1000 * s + i``."""
+    return [1000 * s + i for s in seeds for i in range(episodes)]
 
 
-def rollout(refiner: ActionRefiner, env_id: str, args: Args) -> dict[str, Any]:
+def rollout(
+    refiner: ActionRefiner,
+    env_id: str,
+    seeds: list[int],
+    episodes: int,
+    max_episode_steps: int = 0,
+) -> dict[str, Any]:
     """All seeds' episodes side by side; per-step diagnostics of unfinished envs."""
-    env = make_control_vec_env(env_id, seeds=env_seeds(args))
+    env = make_control_vec_env(env_id, seeds=env_seeds(seeds, episodes))
     n = env.num_envs
     obs = env.reset()
     returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
@@ -175,13 +182,13 @@ def rollout(refiner: ActionRefiner, env_id: str, args: Args) -> dict[str, Any]:
         obs, rewards, dones, _ = env.step(actions)
         returns[active] += rewards[active]
         lengths[active] += 1
-        capped = args.max_episode_steps > 0 and lengths >= args.max_episode_steps
+        capped = max_episode_steps > 0 and lengths >= max_episode_steps
         done |= dones | capped
     env.close()
     return {
         "returns": returns.tolist(),
         "lengths": lengths.tolist(),
-        "seed_means": returns.reshape(len(args.seeds), args.episodes).mean(axis=1).tolist(),
+        "seed_means": returns.reshape(len(seeds), episodes).mean(axis=1).tolist(),
         "q_gain_per_step": float(np.mean(gains)),
         "fraction_changed": float(np.mean(changed)),
         "ms_per_call": 1e3 * float(np.mean(times)),
@@ -193,7 +200,7 @@ def rollout(refiner: ActionRefiner, env_id: str, args: Args) -> dict[str, Any]:
 def visited_states(model: Any, env_id: str, args: Args) -> np.ndarray:
     """Observations of the unrefined actor's episodes (first seed), subsampled."""
     refiner = ActionRefiner(model, method="none")
-    env = make_control_vec_env(env_id, seeds=env_seeds(args)[: args.episodes])
+    env = make_control_vec_env(env_id, seeds=env_seeds(args.seeds, args.episodes)[: args.episodes])
     obs, states = env.reset(), []
     for _ in range(args.max_episode_steps or env.envs[0].spec.max_episode_steps or 1000):
         states.append(obs)
@@ -255,7 +262,8 @@ def evaluate(args: Args, checkpoint: Path | None = None) -> dict[str, Any]:
         for _, method, radius in [j for j in jobs if j[0] == agent]:
             bar.set_postfix_str(f"{agent} {method} r={radius}")
             refiner = make_refiner(model, method, radius or 1.0, args)
-            rows.append(summarize(refiner, radius, rollout(refiner, env_id, args), args))
+            run = rollout(refiner, env_id, args.seeds, args.episodes, args.max_episode_steps)
+            rows.append(summarize(refiner, radius, run))
             bar.update()
         entry: dict[str, Any] = {"env": env_id, "rows": rows}
         if model.action_space.shape == (1,) and args.q_gap_states > 0:
@@ -269,7 +277,7 @@ def evaluate(args: Args, checkpoint: Path | None = None) -> dict[str, Any]:
     return results
 
 
-def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any], args: Args) -> dict:
+def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any]) -> dict[str, Any]:
     returns = np.asarray(run["returns"])
     lo, hi = bootstrap_mean_ci(returns)
     method, steps = refiner.method, refiner.steps

@@ -1,0 +1,43 @@
+"""Run folders: where every ``adr-rl`` command leaves its JSON, plots and table.
+
+``runs/<command>-<YYYYmmdd-HHMMSS>/`` holds ``results.json`` (config, seeds, raw numbers
+and aggregates), the PNG plots, and ``summary.md`` (the markdown table the command
+prints at the end), so a run can be read, compared and re-plotted later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+def new_run_dir(command: str, root: str | Path = "runs", create: bool = True) -> Path:
+    """A fresh folder ``<root>/<command>-<time>`` (suffixed if two runs share a second);
+    ``create=False`` only names it, for a script that makes its own ``--out``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{command}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    if create:
+        path.mkdir(parents=True)
+    return path
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic write: a reader never sees half a file, also if the run is killed."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def finish(run_dir: Path, summary: str) -> None:
+    """Write the run's markdown table and print it with where everything went."""
+    (run_dir / "summary.md").write_text(summary + "\n")
+    print()
+    print(summary)
+    print(f"\nrun folder: {run_dir}")
