@@ -65,7 +65,7 @@ def detect_algorithm(path: str | Path) -> str:
     """The SB3 algorithm that saved ``path``, from the zip's metadata (no unpickling).
 
     The policy class's module names the family; TD3 and DDPG share a policy (DDPG is
-    TD3 with ``policy_delay=1`` and no target smoothing), PPO and A2C too (PPO has a
+    TD3 with ``policy_delay=1`` and the target noise clipped to 0), PPO and A2C too (PPO has a
     clip range)."""
     data = _read_data(Path(path))
     policy = data["policy_class"]
@@ -75,7 +75,7 @@ def detect_algorithm(path: str | Path) -> str:
     if module.startswith("stable_baselines3.sac"):
         return "sac"
     if module.startswith("stable_baselines3.td3"):
-        ddpg = data.get("policy_delay") == 1 and data.get("target_policy_noise") == 0.0
+        ddpg = data.get("policy_delay") == 1 and data.get("target_noise_clip") == 0.0
         return "ddpg" if ddpg else "td3"
     if module.startswith("stable_baselines3.dqn"):
         return "dqn"
