@@ -159,7 +159,6 @@ def test_detect_algorithm_on_every_kind(tmp_path: Path) -> None:
     from stable_baselines3 import PPO as PPOAlgo
     from stable_baselines3 import TD3 as TD3Algo
 
-    small = {"net_arch": [8]}
     for cls, env_id in [
         (TD3Algo, "Pendulum-v1"),
         (DDPG, "Pendulum-v1"),
@@ -170,6 +169,7 @@ def test_detect_algorithm_on_every_kind(tmp_path: Path) -> None:
         (DQN, "CartPole-v1"),
     ]:
         path = tmp_path / f"{cls.__name__}.zip"
-        cls("MlpPolicy", env_id, policy_kwargs=small, device="cpu").save(path)
+        # A fresh dict each time: SB3 adds its own keys to policy_kwargs.
+        cls("MlpPolicy", env_id, policy_kwargs={"net_arch": [8]}, device="cpu").save(path)
         assert detect_algorithm(path) == cls.__name__.lower()
     assert detect_algorithm(TD3) == "td3" and detect_algorithm(PPO) == "ppo"
