@@ -67,6 +67,7 @@ import hashlib
 import importlib
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -285,13 +286,31 @@ def execute(target: str, job: Job) -> dict[str, Any]:
         result = fn(dict(job.params))
         if not isinstance(result, dict) or "metric" not in result:
             raise TypeError(f"{target} returned {type(result).__name__}, not a dict with 'metric'")
-        result = {**result, "metric": float(result["metric"])}
-        result = json.loads(json.dumps(result))  # JSON-able now, not when written
-        record.update(status="ok", result=result)
+        metric = float(result["metric"])
+        if not math.isfinite(metric):
+            raise ValueError(f"{target} returned a non-finite metric {metric}")
+        # JSON-able now, in the job's process, not later when the driver writes it.
+        record.update(status="ok", result=jsonable({**result, "metric": metric}))
     except Exception as e:  # noqa: BLE001 - a job's failure is data, not the sweep's end
         record.update(status="failed", error=_error(e, traceback.format_exc()))
     record.update(seconds=time.perf_counter() - t0, host=socket.gethostname(), finished=_now())
     return record
+
+
+def jsonable(obj: Any, where: str = "result") -> Any:
+    """``obj`` as plain JSON data: numpy/torch scalars and arrays become numbers and lists,
+    tuples lists, non-finite floats ``None`` (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, str | bool | int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "tolist"):  # numpy and torch scalars and arrays
+        return jsonable(obj.tolist(), where)
+    raise TypeError(f"{where} is a {type(obj).__name__}, which is not JSON data")
 
 
 def _error(e: BaseException, tb: str) -> dict[str, str]:

@@ -5,9 +5,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
 
-def echo_or_crash(params: dict[str, Any]) -> dict[str, Any]:
-    """Return the seed as the metric, or kill the worker process when ``mode`` is crash."""
-    if params["mode"] == "crash":
+
+def echo(params: dict[str, Any]) -> Any:
+    """The seed as the metric, or one way for a job to go wrong, chosen by ``mode``."""
+    seed, mode = params["seed"], params["mode"]
+    if mode == "crash":
         os._exit(3)  # no exception, no cleanup: what a segfault or the OOM killer looks like
-    return {"metric": float(params["seed"]), "pid": os.getpid()}
+    if mode == "nan":
+        return {"metric": float("nan")}
+    if mode == "no_metric":
+        return [seed]
+    if mode == "numpy":  # numpy values and a NaN among the extra fields are fine
+        return {"metric": np.float32(seed), "curve": np.arange(2), "std": float("nan")}
+    return {"metric": float(seed), "pid": os.getpid()}

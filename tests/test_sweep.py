@@ -129,23 +129,29 @@ def test_rerun_skips_successes_and_retries_failures(local_sweep, tmp_path, capsy
     assert json.loads((run_dir / "results.json").read_text())["cells"] == cells
 
 
-def test_a_dead_worker_fails_only_its_own_job(tmp_path):
+def test_a_dead_worker_or_a_bad_result_fails_only_its_own_job(tmp_path):
     config = write_config(
         tmp_path / "crash.yml",
         {
-            "job": "tests.sweep_test_jobs:echo_or_crash",
-            # Interleaved, so an innocent job is in flight when a worker dies.
-            "grid": {"seed": [0, 1, 2], "mode": ["crash", "ok"]},
+            "job": "tests.sweep_test_jobs:echo",
+            # Interleaved, so that other jobs are in flight when a worker dies.
+            "grid": {"seed": [0, 1], "mode": ["crash", "ok", "nan", "no_metric", "numpy"]},
         },
     )
     assert run(Args(config=config, run_dir=str(tmp_path / "run"), workers=2)) == 1
     recs = records(tmp_path / "run")
-    for seed in [0, 1, 2]:
+    for seed in [0, 1]:
         assert recs[f"seed={seed},mode=ok"]["result"]["metric"] == seed
-        crashed = recs[f"seed={seed},mode=crash"]
-        assert crashed["status"] == "failed"
-        assert crashed["error"]["type"] == "WorkerCrashed"
-        assert "died" in crashed["error"]["message"]
+        numpy = recs[f"seed={seed},mode=numpy"]["result"]
+        assert numpy == {"metric": seed, "curve": [0, 1], "std": None}
+        errors = {m: recs[f"seed={seed},mode={m}"]["error"] for m in ["crash", "nan", "no_metric"]}
+        assert errors["crash"]["type"] == "WorkerCrashed" and "died" in errors["crash"]["message"]
+        assert (
+            errors["nan"]["type"] == "ValueError"
+            and "non-finite metric" in errors["nan"]["message"]
+        )
+        assert errors["no_metric"]["type"] == "TypeError"
+        assert "returned list, not a dict with 'metric'" in errors["no_metric"]["message"]
 
 
 @pytest.mark.parametrize(
