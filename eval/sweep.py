@@ -50,12 +50,14 @@ their old errors).
 Backends. ``local`` (default): a ``ProcessPoolExecutor`` of ``--workers`` spawned
 processes, at most ``--workers`` jobs in flight. ``ray`` (``pip install -e ".[ray]"``):
 one ``ray.remote`` task per job (1 CPU each) on the cluster at ``--ray-address`` or
-``RAY_ADDRESS``, else on a running cluster of this machine (``ray start``), else on a
-local Ray instance with ``--workers`` CPUs started for the sweep. The driver writes
-the result files as the tasks finish, so the workers need not share its filesystem
-(they do need this repository importable: same checkout, or a ``runtime_env``). Ray
-2.60 rejects ``ray.init(local_mode=True)`` ("no longer supported"), so the tests use
-the local-instance path with 2 CPUs.
+``RAY_ADDRESS``, else on a live cluster started on this machine by ``ray start``, else
+on a new local Ray instance with ``--workers`` CPUs, started and stopped by the sweep.
+The driver writes the result files as the tasks finish, so the workers need not share
+its filesystem (they do need this repository importable: same checkout, or a
+``runtime_env``). Ray 2.60's ``ray start`` turns token authentication on; a driver then
+needs ``RAY_AUTH_MODE=token`` in its environment to connect. Ray 2.60 rejects
+``ray.init(local_mode=True)`` ("no longer supported"), so the tests use the
+new-local-instance path with 2 CPUs (about 10 s to start on 2 cores).
 """
 
 from __future__ import annotations
@@ -411,13 +413,11 @@ def run_ray(
         ) from None
     started = False
     if not ray.is_initialized():
-        if address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=address or None)
-        else:
-            try:
-                ray.init(address="auto")  # a cluster started on this machine by `ray start`
-            except ConnectionError:
-                ray.init(num_cpus=workers, include_dashboard=False)
+        address = address or os.environ.get("RAY_ADDRESS", "") or _running_cluster()
+        if address:
+            ray.init(address=address)
+        else:  # "local": a new instance even where a dead `ray start` left its address file
+            ray.init(address="local", num_cpus=workers, include_dashboard=False)
         started = True
     try:
         # max_retries: a task whose worker or node dies gets one more try, then is reported.
@@ -435,6 +435,23 @@ def run_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+def _running_cluster() -> str:
+    """Address of a cluster started on this machine by ``ray start`` that answers, else "".
+
+    Ray records the last one in its temp folder; ``ray.init(address="auto")`` trusts that
+    record and, when the cluster has died without ``ray stop``, waits on it for minutes
+    (seen with Ray 2.60). A one-second TCP probe of the GCS port tells a live one first.
+    """
+    try:
+        from ray._private.services import get_ray_address_from_environment
+
+        host, _, port = get_ray_address_from_environment("auto", None).rpartition(":")
+        socket.create_connection((host, int(port)), timeout=1.0).close()
+        return f"{host}:{port}"
+    except Exception:  # noqa: BLE001 - Ray-internal API: any surprise means "none found"
+        return ""
 
 
 # ----------------------------------------------------------------------------- gathering

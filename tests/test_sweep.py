@@ -154,6 +154,18 @@ def test_a_dead_worker_or_a_bad_result_fails_only_its_own_job(tmp_path):
         assert "returned list, not a dict with 'metric'" in errors["no_metric"]["message"]
 
 
+def test_a_changed_fixed_value_reruns_the_jobs(tmp_path, capsys):
+    raw = {"job": "tests.sweep_test_jobs:echo", "grid": {"seed": [0, 1]}, "fixed": {"mode": "ok"}}
+    config, run_dir = write_config(tmp_path / "c.yml", raw), str(tmp_path / "run")
+    assert run(Args(config=config, run_dir=run_dir, workers=1)) == 0
+    raw["fixed"]["mode"] = "numpy"
+    assert run(Args(config=write_config(tmp_path / "c.yml", raw), run_dir=run_dir)) == 0
+    out = capsys.readouterr().out.split("sweep ")[-1]  # the second run's summary line
+    assert "0 already done (skipped)" in out and "2 with changed params" in out
+    for rec in records(tmp_path / "run").values():
+        assert rec["params"]["mode"] == "numpy" and rec["result"]["curve"] == [0, 1]
+
+
 @pytest.mark.parametrize(
     "raw, message",
     [
