@@ -293,7 +293,8 @@ def execute(target: str, job: Job) -> dict[str, Any]:
             raise ValueError(f"{target} returned a non-finite metric {metric}")
         # JSON-able now, in the job's process, not later when the driver writes it.
         record.update(status="ok", result=jsonable({**result, "metric": metric}))
-    except Exception as e:  # noqa: BLE001 - a job's failure is data, not the sweep's end
+    # SystemExit too: a script's job function may end with sys.exit("error: ...").
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - a job's failure is data
         record.update(status="failed", error=_error(e, traceback.format_exc()))
     record.update(seconds=time.perf_counter() - t0, host=socket.gethostname(), finished=_now())
     return record
@@ -379,6 +380,8 @@ def _local_pass(
                     except BrokenProcessPool:
                         broken = True  # every job in flight is lost; a fresh pool goes on
                         crashed.append(job)
+                    except Exception as e:  # noqa: BLE001 - e.g. the job could not be sent
+                        done(_crash_record(job, target, f"{type(e).__name__}: {e}"))
     return crashed
 
 
@@ -387,8 +390,8 @@ def run_local(
 ) -> None:
     """Spawned worker processes; a job that kills its process is found by running alone."""
     crashed = _local_pass(target, jobs, workers, done)
-    if workers > 1:  # which of the jobs in flight killed the worker? one at a time tells
-        crashed = [c for job in crashed for c in _local_pass(target, [job], 1, done)]
+    if crashed and workers > 1:  # which of the jobs in flight killed it? one at a time tells
+        crashed = _local_pass(target, crashed, 1, done)
     for job in crashed:
         done(
             _crash_record(

@@ -13,6 +13,8 @@ def echo(params: dict[str, Any]) -> Any:
     seed, mode = params["seed"], params["mode"]
     if mode == "crash":
         os._exit(3)  # no exception, no cleanup: what a segfault or the OOM killer looks like
+    if mode == "exit":  # what a script's main() does with a user error
+        raise SystemExit("error: no such model")
     if mode == "nan":
         return {"metric": float("nan")}
     if mode == "no_metric":

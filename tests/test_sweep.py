@@ -135,23 +135,23 @@ def test_a_dead_worker_or_a_bad_result_fails_only_its_own_job(tmp_path):
         {
             "job": "tests.sweep_test_jobs:echo",
             # Interleaved, so that other jobs are in flight when a worker dies.
-            "grid": {"seed": [0, 1], "mode": ["crash", "ok", "nan", "no_metric", "numpy"]},
+            "grid": {"seed": [0], "mode": ["crash", "ok", "nan", "no_metric", "numpy", "exit"]},
         },
     )
     assert run(Args(config=config, run_dir=str(tmp_path / "run"), workers=2)) == 1
     recs = records(tmp_path / "run")
-    for seed in [0, 1]:
-        assert recs[f"seed={seed},mode=ok"]["result"]["metric"] == seed
-        numpy = recs[f"seed={seed},mode=numpy"]["result"]
-        assert numpy == {"metric": seed, "curve": [0, 1], "std": None}
-        errors = {m: recs[f"seed={seed},mode={m}"]["error"] for m in ["crash", "nan", "no_metric"]}
-        assert errors["crash"]["type"] == "WorkerCrashed" and "died" in errors["crash"]["message"]
-        assert (
-            errors["nan"]["type"] == "ValueError"
-            and "non-finite metric" in errors["nan"]["message"]
-        )
-        assert errors["no_metric"]["type"] == "TypeError"
-        assert "returned list, not a dict with 'metric'" in errors["no_metric"]["message"]
+    seed = 0
+    assert recs[f"seed={seed},mode=ok"]["result"]["metric"] == seed
+    numpy = recs[f"seed={seed},mode=numpy"]["result"]
+    assert numpy == {"metric": seed, "curve": [0, 1], "std": None}
+    modes = ["crash", "nan", "no_metric", "exit"]
+    errors = {m: recs[f"seed={seed},mode={m}"]["error"] for m in modes}
+    assert errors["exit"]["type"] == "SystemExit"
+    assert errors["exit"]["message"] == "error: no such model"
+    assert errors["crash"]["type"] == "WorkerCrashed" and "died" in errors["crash"]["message"]
+    assert errors["nan"]["type"] == "ValueError" and "non-finite metric" in errors["nan"]["message"]
+    assert errors["no_metric"]["type"] == "TypeError"
+    assert "returned list, not a dict with 'metric'" in errors["no_metric"]["message"]
 
 
 def test_a_changed_fixed_value_reruns_the_jobs(tmp_path, capsys):
