@@ -159,7 +159,7 @@ def test_a_changed_fixed_value_reruns_the_jobs(tmp_path, capsys):
     config, run_dir = write_config(tmp_path / "c.yml", raw), str(tmp_path / "run")
     assert run(Args(config=config, run_dir=run_dir, workers=1)) == 0
     raw["fixed"]["mode"] = "numpy"
-    assert run(Args(config=write_config(tmp_path / "c.yml", raw), run_dir=run_dir)) == 0
+    assert run(Args(config=write_config(tmp_path / "c.yml", raw), run_dir=run_dir, workers=1)) == 0
     out = capsys.readouterr().out.split("sweep ")[-1]  # the second run's summary line
     assert "0 already done (skipped)" in out and "2 with changed params" in out
     for rec in records(tmp_path / "run").values():
