@@ -640,15 +640,16 @@ def run(args: Args) -> int:
     return 1 if failed or len(ordered) < len(jobs) else 0
 
 
-def main(argv: Iterable[str] | None = None) -> None:
+def main(argv: Iterable[str] | None = None) -> int:
+    """Exit status: 0 all jobs succeeded, 1 some failed; a bad config raises
+    :class:`SweepConfigError` (``adr-rl sweep`` prints it as one line, status 2)."""
     args = tyro.cli(Args, args=list(argv) if argv is not None else None, description=__doc__)
-    try:
-        status = run(args)
-    except SweepConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        status = 2
-    sys.exit(status)
+    return run(args)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        sys.exit(main())
+    except SweepConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -14,7 +14,7 @@ import yaml
 from adr_rl import maximize
 from eval.bench_random_relu import SHAPES, random_relu_net
 from eval.stats import bootstrap_mean_ci
-from eval.sweep import Args, SweepConfigError, expand, job_id, load_config, main, run
+from eval.sweep import Args, SweepConfigError, expand, job_id, load_config, run
 
 STEPS = 50
 METHODS = ["gd", "adr"]
@@ -193,10 +193,12 @@ def test_config_errors_are_one_line(tmp_path, raw, message):
 
 
 def test_cli_reports_a_config_error_and_exits_2(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main([str(tmp_path / "missing.yml")])
-    assert exit_.value.code == 2
-    assert "missing.yml' does not exist" in capsys.readouterr().err
+    from adr_rl import cli
+
+    assert cli.main(["sweep", str(tmp_path / "missing.yml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adr-rl: error: ") and "\n" not in err
+    assert "missing.yml' does not exist" in err
 
 
 def test_job_ids_are_readable_file_names_and_distinct(tmp_path):
