@@ -88,6 +88,7 @@ import tyro
 import yaml
 from tqdm.auto import tqdm
 
+from eval.loading import UserError
 from eval.stats import bootstrap_mean_ci
 
 
@@ -139,13 +140,7 @@ JOB_KINDS: dict[str, JobKind] = {
     ),
 }
 
-try:  # the project's one error type for user mistakes, where it exists
-    from eval.loading import UserError as _ConfigErrorBase  # type: ignore[import-not-found]
-except ImportError:
-    _ConfigErrorBase = ValueError
-
-
-class SweepConfigError(_ConfigErrorBase):  # type: ignore[valid-type,misc]
+class SweepConfigError(UserError):
     """A sweep config that cannot run; the message is one line naming the fix."""
 
 
