@@ -526,7 +526,8 @@ class _Problem:
 
 def _rowwise_norm(t: torch.Tensor) -> torch.Tensor:
     """``(B, ...) -> (B, 1, ...)``: L2 norm of each row, shaped to broadcast back."""
-    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
+    norm = torch.linalg.vector_norm(t.flatten(1), dim=1)
+    return norm.view(-1, *([1] * (t.dim() - 1)))
 
 
 def _normalized(t: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -667,6 +668,10 @@ class _Units:
 
     def flat_site(self, t: torch.Tensor, i: int) -> torch.Tensor:
         """``(B, *shape) -> (B, n)`` in site ``i``'s memory order (a view when ``t`` has it)."""
+        if t.dim() == 2:
+            return t
+        if self.logical:
+            return t.flatten(1)
         return t.permute(0, *self.orders[i]).reshape(t.shape[0], -1)
 
     def set_pattern(
@@ -779,10 +784,10 @@ class _GateState:
 
     def violation(self) -> torch.Tensor:
         """Ingredient 3: ``C(x, eta)``, ``(B,)``, summed over the sites in call order."""
-        total: Any = 0.0
-        for v in self.violations:
+        total = self.violations[0]
+        for v in self.violations[1:]:
             total = total + v
-        return cast(torch.Tensor, total)
+        return total
 
 
 class _GatedSite(torch.autograd.Function):
@@ -823,16 +828,14 @@ class _GatedSite(torch.autograd.Function):
         zf, wf = state.units.flat_site(z, i), state.w_flat[i]
         if cfg.aggregate == "max":
             # max_j relu(-z_j w_j) = relu(-min_j z_j w_j): only the arg-min unit matters.
-            j = torch.mul(zf, wf, out=state.scratch(i, z)).argmin(dim=1, keepdim=True)
-            zj, wj = zf.gather(1, j), wf.gather(1, j)
-            site = (zj * wj).squeeze(1).neg().relu()
-            ctx.extra = (j, zj, wj)
+            m, ctx.j = torch.mul(zf, wf, out=state.scratch(i, z)).min(dim=1, keepdim=True)
+            site = m.squeeze(1).neg().relu()
         else:
             site = (zf * wf).neg().relu().sum(dim=1)
-            ctx.extra = ()
         denominator: float | torch.Tensor = cfg.alpha
         if cfg.normalization == "layer":
-            denominator = (zf.norm(dim=1) * (zf.shape[1] ** -0.5 * cfg.alpha)).clamp_min(1e-12)
+            rms = torch.linalg.vector_norm(zf, dim=1)
+            denominator = rms.mul_(zf.shape[1] ** -0.5 * cfg.alpha).clamp_min_(1e-12)
         ctx.site, ctx.denominator = site, denominator
         ctx.save_for_backward(s, z)
         return out, site / denominator
@@ -858,10 +861,10 @@ class _GatedSite(torch.autograd.Function):
             g = torch.where(ctx.site > 0, g, 0.0).neg()
             wf, gz_flat = state.w_flat[i], units.flat_site(grad_z, i)
             if cfg.aggregate == "max":
-                j, zj, wj = ctx.extra
-                g = g[:, None]
-                gz_flat.scatter_add_(1, j, g * wj)
+                j, g = ctx.j, g[:, None]
+                gz_flat.scatter_add_(1, j, g * wf.gather(1, j))
                 if grad_w is not None:
+                    zj = units.flat_site(z, i).gather(1, j)
                     state.grad_w_flat[i].scatter_add_(1, j, g * zj)
             else:
                 zf = units.flat_site(z, i)
@@ -890,6 +893,7 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
     if cfg.objective_scale == "grad":
         _, g0 = _gradient(problem, x)
         scale = g0.flatten(1).norm(dim=1).clamp_min(1e-12)
+    seed_j_hat = -(torch.ones_like(scale) / scale)
     kicks = 0
     for t in range(1, steps + 1):
         # Ingredient 6: score the iterate under the real network (no graph needed).
@@ -899,7 +903,9 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
         if resync:
             units.set_pattern(w, signs, cfg)
 
-        # Ingredient 4: L(x, eta) = -J_hat(x, eta) / scale + c * C(x, eta).
+        # Ingredient 4: L(x, eta) = -J_hat(x, eta) / scale + c * C(x, eta), C summed over
+        # the sites. Its gradient is seeded per term (dL/dJ_hat = -1 / scale, dL/dC_i =
+        # c), exactly what autograd would pass down from L.sum(), without the graph of L.
         torch.sigmoid(w, out=gates)
         state.reset()
         x_var = x.detach().requires_grad_(True)
@@ -907,13 +913,14 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
             j_hat, _ = problem.surrogate.gated(
                 functools.partial(problem.evaluate, x_var), state.site
             )
-            lagrangian = -j_hat / scale
-            violation = state.violation()
-            if cfg.use_constraint:
-                lagrangian = lagrangian + c * violation
-            (gx,) = torch.autograd.grad(lagrangian.sum(), [x_var], allow_unused=True)
+        outputs, seeds = [j_hat], [seed_j_hat]
+        if cfg.use_constraint:
+            outputs += state.violations
+            seeds += [c] * len(state.violations)
+        (gx,) = torch.autograd.grad(outputs, [x_var], seeds, allow_unused=True)
         if gx is None:
             gx = torch.zeros_like(x)
+        violation = state.violation().detach()
 
         # Ingredient 5: updates of x, eta and c.
         step = gx.sign() if cfg.x_step == "sign" else _clipped(gx)
@@ -925,7 +932,7 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
                 if not written:  # a site whose output the objective ignores
                     view.zero_()
             # dL/deta = -alpha dL/dw; the paper's clipped eta step, written for w.
-            eta_grad_norm = cfg.alpha * grad_w.norm(dim=1, keepdim=True)
+            eta_grad_norm = cfg.alpha * torch.linalg.vector_norm(grad_w, dim=1, keepdim=True)
             w.addcmul_(grad_w, -(cfg.alpha**2 * cfg.lr_eta) / eta_grad_norm.clamp_min(1.0))
             moved = True
         if cfg.use_noise and t % cfg.perturb_freq == 0:
@@ -940,7 +947,7 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
             moved = True
         if moved:
             w.clamp_(w_min, w_max)
-        v = violation.detach()
+        v = violation
         c = torch.where(v > 0, c + cfg.lr_c * v, c * (1.0 - cfg.lr_c)).clamp_(cfg.c_min, cfg.c_max)
         if cfg.restart_every and t % cfg.restart_every == 0:
             x = problem.uniform()
