@@ -636,7 +636,10 @@ class _Units:
     site's slice is laid out in the memory order of that site's pre-activations (e.g.
     channels-last when the input is), so gate and pre-activation never mix layouts:
     mixed layouts make PyTorch copy whole activation tensors (measured on the IMPALA
-    CNN). For contiguous pre-activations this is the plain ``(C, H, W)`` order.
+    CNN). For contiguous pre-activations this is the plain ``(C, H, W)`` order; for
+    other layouts, reductions over a site (RMS, ``aggregate="sum"``) run in memory
+    order, which changes float rounding only, and noise is still drawn in ``(C, H, W)``
+    order (:meth:`add_logical`), so each unit gets the same kick whatever the layout.
     """
 
     def __init__(self, signs: Sequence[torch.Tensor]) -> None:
@@ -799,8 +802,9 @@ class _GatedSite(torch.autograd.Function):
     passes over the activations: the consistency term touches one unit per row (its
     arg-max), so its gradient is added with a scatter of ``B`` values instead of a
     dense zero-filled tensor. ``dL/dw`` is written straight into the state's flat
-    buffer rather than returned, so the ``eta`` update needs no concatenation. The
-    arithmetic is the same, op for op, as autograd's on the unfused expression.
+    buffer rather than returned (``eta`` is not an autograd input), so the ``eta``
+    update needs no concatenation. The arithmetic is the same, op for op, as
+    autograd's on the unfused expression (iterates are bit-identical to it in float64).
 
     Consistency, as in the paper: a gate is violated when it is off (``eta > 0.5``)
     with ``z > 0`` or on with ``z < 0``; both cases are ``relu(z * (eta - 0.5)) > 0``,

@@ -278,7 +278,7 @@ class ReluSurrogate:
         self._mode = mode
         if callable(gates):
             if self.sites is None:
-                raise RuntimeError("call real() once before gated() with a site function")
+                raise ValueError("call real() once before gated() with a site function")
             self._site_fn, self._gate_shapes = gates, [s.shape for s in self.sites]
         else:
             self._gates, self._gate_shapes = gates, [g.shape[1:] for g in gates]
