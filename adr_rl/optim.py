@@ -637,9 +637,10 @@ class _Units:
     channels-last when the input is), so gate and pre-activation never mix layouts:
     mixed layouts make PyTorch copy whole activation tensors (measured on the IMPALA
     CNN). For contiguous pre-activations this is the plain ``(C, H, W)`` order; for
-    other layouts, reductions over a site (RMS, ``aggregate="sum"``) run in memory
-    order, which changes float rounding only, and noise is still drawn in ``(C, H, W)``
-    order (:meth:`add_logical`), so each unit gets the same kick whatever the layout.
+    other layouts, reductions over units (a site's RMS, ``aggregate="sum"``, the norm
+    of the ``eta`` gradient) run in memory order, which changes float rounding only,
+    and noise is still drawn in ``(C, H, W)`` order (:meth:`add_logical`), so each
+    unit gets the same kick whatever the layout.
     """
 
     def __init__(self, signs: Sequence[torch.Tensor]) -> None:
