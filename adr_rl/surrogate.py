@@ -91,6 +91,10 @@ _ACTIVATION_MODULES = (
 )
 
 
+#: ``(site index, pre-activation z) -> the site's output``, see :meth:`ReluSurrogate.gated`.
+SiteFn = Callable[[int, torch.Tensor], torch.Tensor]
+
+
 class NonReluNetworkError(ValueError):
     """The network is not a ReLU network that ADR can relax (see the message)."""
 
@@ -179,6 +183,8 @@ class ReluSurrogate:
         self._saved_requires_grad: list[tuple[nn.Parameter, bool]] = []
         self._mode: str = "off"
         self._gates: Sequence[torch.Tensor] = ()
+        self._gate_shapes: Sequence[torch.Size | tuple[int, ...]] = ()
+        self._site_fn: SiteFn | None = None
         self._records: list[torch.Tensor] = []
         self._site_names: list[str] = []
         self._calls: dict[int, int] = {}
@@ -251,29 +257,37 @@ class ReluSurrogate:
         if self._mode != "gated":
             return None
         i = len(self._records) - 1
-        if i >= len(self._gates):
+        if i >= len(self._gate_shapes):
             raise NonReluNetworkError(
                 "the network calls more ReLU sites than it did at initialization "
                 "(data-dependent control flow is not supported)"
             )
         z = self._records[i]
-        gate = self._gates[i]
-        if gate.shape[1:] != z.shape[1:]:
+        shape = self._gate_shapes[i]
+        if shape != z.shape[1:]:
             raise NonReluNetworkError(
-                f"ReLU site {self._site_names[i]!r} changed shape from {tuple(gate.shape[1:])} "
+                f"ReLU site {self._site_names[i]!r} changed shape from {tuple(shape)} "
                 f"to {tuple(z.shape[1:])} between calls"
             )
-        return gate * z
+        if self._site_fn is not None:
+            return self._site_fn(i, z)
+        return self._gates[i] * z
 
     @contextlib.contextmanager
-    def _evaluation(self, mode: str, gates: Sequence[torch.Tensor] = ()) -> Iterator[None]:
-        self._mode, self._gates = mode, gates
+    def _evaluation(self, mode: str, gates: Sequence[torch.Tensor] | SiteFn = ()) -> Iterator[None]:
+        self._mode = mode
+        if callable(gates):
+            if self.sites is None:
+                raise ValueError("call real() once before gated() with a site function")
+            self._site_fn, self._gate_shapes = gates, [s.shape for s in self.sites]
+        else:
+            self._gates, self._gate_shapes = gates, [g.shape[1:] for g in gates]
         self._records, self._site_names, self._calls = [], [], {}
         self._in_relu, self._network_depth = False, 0
         try:
             yield
         finally:
-            self._mode, self._gates = "off", ()
+            self._mode, self._gates, self._gate_shapes, self._site_fn = "off", (), (), None
 
     # -- evaluations -------------------------------------------------------------------
     def real(
@@ -294,19 +308,22 @@ class ReluSurrogate:
         return out, records
 
     def gated(
-        self, fn: Callable[[], torch.Tensor], gates: Sequence[torch.Tensor]
+        self, fn: Callable[[], torch.Tensor], gates: Sequence[torch.Tensor] | SiteFn
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Evaluate ``fn`` with ``relu(z) -> gates[i] * z``; also return each site's ``z``.
 
         :param gates: one tensor per site, shaped like that site's pre-activation
-            ``(B, *site.shape)``, values in [0, 1].
+            ``(B, *site.shape)``, values in [0, 1]; or a function ``(i, z) -> output``
+            that replaces site ``i``'s ReLU (after :meth:`real` has seen the sites), so a
+            caller can fuse its own per-site work (ADR's consistency term) into the pass.
         """
         with self._evaluation("gated", gates):
             out = fn()
             records = self._records
-        if len(records) != len(gates):
+            expected = len(self._gate_shapes)
+        if len(records) != expected:
             raise NonReluNetworkError(
-                f"the network called {len(records)} ReLU sites but {len(gates)} gates were "
+                f"the network called {len(records)} ReLU sites but {expected} gates were "
                 "given (data-dependent control flow is not supported)"
             )
         return out, records

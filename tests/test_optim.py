@@ -93,6 +93,36 @@ def test_impala_cnn_sites_and_adr_steps():
     assert (res.value >= res.initial_value).all()
 
 
+def test_gated_with_site_function_matches_gates():
+    net, x = SmallResNet(), _rand((3, 3, 8, 8))
+    with ReluSurrogate(net) as s:
+        with pytest.raises(ValueError, match="real"):
+            s.gated(lambda: net(x), lambda i, z: z)
+        _, signs = s.real(lambda: net(x))
+        gates = [
+            torch.rand(p.shape, generator=torch.Generator().manual_seed(i))
+            for i, p in enumerate(signs)
+        ]
+        by_tensor, zs = s.gated(lambda: net(x), gates)
+        by_fn, zs_fn = s.gated(lambda: net(x), lambda i, z: gates[i] * z)
+    torch.testing.assert_close(by_fn, by_tensor, rtol=0, atol=0)
+    assert len(zs_fn) == len(zs) == len(signs)
+
+
+@pytest.mark.parametrize("method", ["adr", "adr_sync"])
+def test_adr_does_not_depend_on_input_memory_layout(method):
+    """Channels-last inputs (Procgen observations) take ADR's layout-matched buffers;
+    the iterates are the same as for contiguous inputs up to float rounding."""
+    net = SmallResNet().double()
+    x = _rand((4, 3, 8, 8), dtype=torch.float64)
+    kwargs = dict(steps=8, method=method, network=net, objective=lambda out, x: out[:, 0])
+    res = maximize(net, x, x - 0.05, x + 0.05, **kwargs)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    res_cl = maximize(net, x_cl, x_cl - 0.05, x_cl + 0.05, **kwargs)
+    torch.testing.assert_close(res_cl.x, res.x, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(res_cl.value, res.value, rtol=1e-9, atol=1e-9)
+
+
 # -- results: inside the box, never worse than x0 ----------------------------------------
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
