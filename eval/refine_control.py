@@ -170,6 +170,8 @@ def rollout(
     gains: list[float] = []
     changed: list[float] = []
     times: list[float] = []
+    limit = max_episode_steps or env.envs[0].spec.max_episode_steps  # type: ignore[attr-defined]
+    bar = tqdm(total=limit, desc=f"{refiner.method} {env_id}", unit="step", leave=False)
     while not done.all():
         start = time.perf_counter()
         actions, _ = refiner.predict(obs, deterministic=True)
@@ -184,6 +186,8 @@ def rollout(
         lengths[active] += 1
         capped = max_episode_steps > 0 and lengths >= max_episode_steps
         done |= dones | capped
+        bar.update()
+    bar.close()
     env.close()
     return {
         "returns": returns.tolist(),
