@@ -39,7 +39,7 @@ class Args:
     """refinement trust region, half-width in the scaled action space [-1, 1]"""
     refine_steps: int = 30
     """ADR steps per refinement"""
-    refine_episodes: int = 5
+    refine_episodes: int = 10
     """episodes with and without refinement (same seeds)"""
     game: str = "coinrun"
     """Procgen game of the shipped PPO policy, agents/zoo/ppo_<game>.zip"""
@@ -47,7 +47,7 @@ class Args:
     """attack radius in pixel levels (0..255)"""
     attack_steps: int = 10
     """PGD and ADR iterations"""
-    attack_episodes: int = 12
+    attack_episodes: int = 24
     """episodes per attack setting (clean, PGD, ADR), unseen levels"""
     max_episode_steps: int = 400
     """cap on a CoinRun episode's length (an unfinished episode counts with return 0)"""
@@ -109,14 +109,17 @@ def reading(refined: dict[str, Any], attacked: dict[str, Any]) -> str:
         or adr["return_ci95"][1] < none["return_ci95"][0]
     )
     clean, *attacks = attacked["rows"]
-    worst = min(attacks, key=lambda r: r["mean_return"])
+    under = ", ".join(
+        f"under {r['method'].upper()} {r['mean_return']:.2f} [{r['ci95_low']:.2f}, "
+        f"{r['ci95_high']:.2f}] ({r['flip_rate']:.0%} of greedy actions flipped)"
+        for r in attacks
+    )
     return (
         f"Refinement: ADR raised the critic's Q by {adr['q_gain_per_step']:.4f} per step and "
         f"changed the return by {adr['return_mean'] - none['return_mean']:+.2f} "
         f"({'within' if overlap else 'outside'} the episodes' 95% CIs).\n"
-        f"Attack: clean return {clean['mean_return']:.2f}; the strongest attack here, "
-        f"{worst['method'].upper()}, brought it to {worst['mean_return']:.2f} and flipped "
-        f"{worst['flip_rate']:.0%} of the greedy actions."
+        f"Attack: clean return {clean['mean_return']:.2f} [{clean['ci95_low']:.2f}, "
+        f"{clean['ci95_high']:.2f}]; {under}."
     )
 
 
