@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from gymnasium import spaces
 
@@ -125,17 +126,25 @@ def check_env_id(env_id: str) -> None:
     raise UserError(f"env id {env_id!r} does not exist in Gymnasium's registry{hint}")
 
 
-def _describe(space: spaces.Space) -> str:
+def _describe(space: spaces.Space, bounds: bool = False) -> str:
     if isinstance(space, spaces.Box):
-        return f"Box{tuple(space.shape)} {space.dtype}"
+        text = f"Box{tuple(space.shape)} {space.dtype}"
+        if bounds:
+            text += f" in [{np.min(space.low):g}, {np.max(space.high):g}]"
+        return text
     return str(space)
 
 
-def _same_space(a: spaces.Space, b: spaces.Space) -> bool:
+def _same_space(a: spaces.Space, b: spaces.Space, bounds: bool) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, spaces.Box) and isinstance(b, spaces.Box):
-        return a.shape == b.shape and a.dtype == b.dtype
+        same = a.shape == b.shape and a.dtype == b.dtype
+        # Continuous actions are rescaled with the model's bounds: other bounds in the
+        # env would make every action silently wrong.
+        if same and bounds:
+            same = bool(np.allclose(a.low, b.low) and np.allclose(a.high, b.high))
+        return same
     if isinstance(a, spaces.Discrete) and isinstance(b, spaces.Discrete):
         return int(a.n) == int(b.n)
     return a == b
@@ -144,15 +153,17 @@ def _same_space(a: spaces.Space, b: spaces.Space) -> bool:
 def check_spaces(
     model: Any, observation_space: spaces.Space, action_space: spaces.Space, what: str
 ) -> None:
-    """The model was trained on spaces like ``what``'s (shapes, dtypes, action count)."""
+    """The model was trained on spaces like ``what``'s (shapes, dtypes, action count,
+    and the bounds of continuous actions)."""
     for kind, mine, theirs in (
         ("observation", model.observation_space, observation_space),
         ("action", model.action_space, action_space),
     ):
-        if not _same_space(mine, theirs):
+        bounds = kind == "action"
+        if not _same_space(mine, theirs, bounds):
             raise UserError(
-                f"the model's {kind} space {_describe(mine)} does not match {what}'s "
-                f"{_describe(theirs)}"
+                f"the model's {kind} space {_describe(mine, bounds)} does not match {what}'s "
+                f"{_describe(theirs, bounds)}"
             )
 
 

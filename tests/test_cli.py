@@ -12,11 +12,12 @@ import zipfile
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 
 from adr_rl import cli
-from eval.loading import UserError, detect_algorithm, resolve_device
+from eval.loading import UserError, check_spaces, detect_algorithm, resolve_device
 
 ZOO = Path(__file__).resolve().parents[1] / "agents" / "zoo"
 TD3 = str(ZOO / "td3_Pendulum-v1.zip")
@@ -173,3 +174,15 @@ def test_detect_algorithm_on_every_kind(tmp_path: Path) -> None:
         cls("MlpPolicy", env_id, policy_kwargs={"net_arch": [8]}, device="cpu").save(path)
         assert detect_algorithm(path) == cls.__name__.lower()
     assert detect_algorithm(TD3) == "td3" and detect_algorithm(PPO) == "ppo"
+
+
+def test_action_bounds_must_match() -> None:
+    """Same shape, other bounds: SB3 would rescale every action with the wrong range."""
+    from gymnasium import spaces
+    from stable_baselines3 import TD3 as TD3Algo
+
+    model = TD3Algo.load(TD3, device="cpu")  # Pendulum: torque in [-2, 2]
+    check_spaces(model, model.observation_space, model.action_space, "Pendulum-v1")
+    other = spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
+    with pytest.raises(UserError, match=r"action space Box\(1,\) float32 in \[-2, 2\]"):
+        check_spaces(model, model.observation_space, other, "env")
