@@ -140,6 +140,7 @@ JOB_KINDS: dict[str, JobKind] = {
     ),
 }
 
+
 class SweepConfigError(UserError):
     """A sweep config that cannot run; the message is one line naming the fix."""
 
