@@ -365,7 +365,12 @@ def _local_pass(
             while pending or running:
                 while pending and len(running) < workers and not broken:
                     job = pending.pop()
-                    running[pool.submit(execute, target, job)] = job
+                    try:
+                        running[pool.submit(execute, target, job)] = job
+                    except BrokenProcessPool:
+                        # A worker died since the last wait: this job never started.
+                        pending.append(job)
+                        broken = True
                 if not running:
                     break
                 finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
