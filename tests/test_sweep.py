@@ -234,3 +234,32 @@ def test_ray_backend_gives_the_local_results(local_sweep, tmp_path):
             assert remote[key]["error"]["message"] == rec["error"]["message"]
     cells = json.loads((local_dir / "results.json").read_text())["cells"]
     assert json.loads((tmp_path / "run" / "results.json").read_text())["cells"] == cells
+
+
+def test_a_pool_that_breaks_between_submissions_loses_no_job(tmp_path, monkeypatch):
+    """The race CI once hit: a worker dies after one job was submitted and before the
+    next, so ``submit`` itself raises BrokenProcessPool. That job never ran; it must go
+    to a fresh pool instead of aborting the sweep."""
+    import concurrent.futures as cf
+    from concurrent.futures.process import BrokenProcessPool
+
+    import eval.sweep as sweep
+
+    calls = {"n": 0}
+
+    class FlakyPool(cf.ProcessPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second submission of the whole sweep
+                raise BrokenProcessPool("a child process terminated abruptly")
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(sweep.cf, "ProcessPoolExecutor", FlakyPool)
+    config = write_config(
+        tmp_path / "ok.yml",
+        {"job": "tests.sweep_test_jobs:echo", "grid": {"seed": [0, 1, 2], "mode": ["ok"]}},
+    )
+    assert run(Args(config=config, run_dir=str(tmp_path / "run"), workers=2)) == 0
+    recs = records(tmp_path / "run")
+    assert sorted(r["result"]["metric"] for r in recs.values()) == [0.0, 1.0, 2.0]
+    assert calls["n"] == 4  # three jobs, one submission refused and repeated
