@@ -28,10 +28,13 @@ def new_run_dir(command: str, root: str | Path = "runs", create: bool = True) ->
     return path
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic write: a reader never sees half a file, also if the run is killed."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
+def write_json(path: Path, obj: Any, allow_nan: bool = True) -> None:
+    """Atomic write: a reader sees the old file or the whole new one, never a part, also
+    if the run is killed; the temporary name is per process, so concurrent writers of
+    one folder (sweep workers) never share it. ``allow_nan=False`` refuses NaN/inf,
+    which strict JSON readers reject."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=allow_nan))
     os.replace(tmp, path)
 
 

@@ -89,6 +89,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from eval.loading import UserError
+from eval.runs import write_json
 from eval.stats import bootstrap_mean_ci
 
 
@@ -318,13 +319,6 @@ def _error(e: BaseException, tb: str) -> dict[str, str]:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write atomically: a reader sees the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
-    os.replace(tmp, path)
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -606,7 +600,7 @@ def run(args: Args) -> int:
     bar = tqdm(total=len(todo), desc="sweep jobs", unit="job", disable=not todo)
 
     def done(record: dict[str, Any]) -> None:
-        write_json(job_dir / f"{record['id']}.json", record)
+        write_json(job_dir / f"{record['id']}.json", record, allow_nan=False)
         records[record["id"]] = record
         bar.update(1)
         if record["status"] != "ok":
@@ -632,7 +626,7 @@ def run(args: Args) -> int:
         "cells": cells,
         "jobs": ordered,
     }
-    write_json(run_dir / "results.json", results)
+    write_json(run_dir / "results.json", results, allow_nan=False)
     table = markdown(config, cells, failed)
     (run_dir / "results.md").write_text(table)
     plot(config, cells, run_dir / "metric.png")
