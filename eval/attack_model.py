@@ -37,7 +37,6 @@ from eval import cli, runs  # noqa: E402
 from eval.loading import (  # noqa: E402
     ON_PROCGEN,
     UserError,
-    detect_algorithm,
     load_model,
     resolve_device,
 )
@@ -125,6 +124,15 @@ def load_checked(args: Args, device: str) -> Any:
     return model
 
 
+def prepare(args: Args) -> tuple[str, Any]:
+    """Check the request, pick the device and threads, load the model: ``(device, model)``."""
+    check_args(args)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return device, load_checked(args, device)
+
+
 def settings(args: Args) -> list[tuple[str, float, int]]:
     """(method, eps, steps), the clean policy first."""
     out = [("none", 0.0, 0)]
@@ -158,11 +166,7 @@ def play_setting(model: Any, method: str, eps: float, steps: int, args: Args) ->
 
 def evaluate(args: Args) -> dict[str, Any]:
     """Clean and attacked returns on the same levels; no files written."""
-    check_args(args)
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_checked(args, device)
+    device, model = prepare(args)
     rows = []
     for method, eps, steps in settings(args):
         row = play_setting(model, method, eps, steps, args)
@@ -174,7 +178,7 @@ def evaluate(args: Args) -> dict[str, Any]:
         )
     return {
         "config": dataclasses.asdict(args) | {"device": device},
-        "algorithm": detect_algorithm(args.model),
+        "algorithm": type(model).__name__.lower(),
         "game": args.game,
         "mode": "targeted" if args.targeted else "untargeted",
         "platform": f"{platform.machine()}, torch {torch.__version__}, {device}",
@@ -229,8 +233,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def run(args: Args) -> dict[str, Any]:
     """``adr-rl attack``: evaluate, then write the run folder and print the table."""
     results = evaluate(args)
-    out = Path(args.out) if args.out else runs.new_run_dir("attack")
-    out.mkdir(parents=True, exist_ok=True)
+    out = runs.output_dir(args.out, "attack")
     runs.write_json(out / "results.json", results)
     plot(results, out / "returns.png")
     runs.finish(out, table(results))
@@ -245,11 +248,8 @@ def sweep_job(params: dict[str, Any]) -> dict[str, Any]:
     """
     params = dict(params)
     method, seed, eps = params.pop("method"), int(params.pop("seed")), float(params.pop("eps"))
-    args = Args(method=[method], eps=[eps], seeds=[seed], **params)
-    check_args(args)
-    device = resolve_device(args.device)
-    torch.set_num_threads(1)
-    model = load_checked(args, device)
+    args = Args(method=[method], eps=[eps], seeds=[seed], threads=1, **params)
+    _, model = prepare(args)
     if method == "none":
         row = play_setting(model, "none", 0.0, 0, args)
     else:

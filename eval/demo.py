@@ -22,7 +22,6 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -139,8 +138,7 @@ def run(args: Args) -> dict[str, Any]:
         "refine": refined,
         "attack": attacked,
     }
-    out = Path(args.out) if args.out else runs.new_run_dir("demo")
-    out.mkdir(parents=True, exist_ok=True)
+    out = runs.output_dir(args.out, "demo")
     runs.write_json(out / "results.json", results)
     refine_model.plot(refined, out / "refine.png")
     attack_model.plot(attacked, out / "attack.png")

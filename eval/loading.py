@@ -97,13 +97,19 @@ def _algorithm_class(algo: str) -> Any:
     return getattr(sb3, algo.upper())
 
 
-def load_model(path: str | Path, allowed: tuple[str, ...], device: str = "cpu") -> Any:
-    """Load an SB3 model of one of the ``allowed`` algorithms, or say why not."""
+def load_model(
+    path: str | Path,
+    allowed: tuple[str, ...],
+    device: str = "cpu",
+    purpose: str = "this command supports",
+) -> Any:
+    """Load an SB3 model of one of the ``allowed`` algorithms, or say why not
+    (``purpose`` leads the list of allowed ones in that message)."""
     path = Path(path)
     algo = detect_algorithm(path)
     if algo not in allowed:
         raise UserError(
-            f"model file {path} holds a {algo.upper()} agent; this command supports "
+            f"model file {path} holds a {algo.upper()} agent; {purpose} "
             + ", ".join(a.upper() for a in allowed)
         )
     try:

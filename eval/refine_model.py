@@ -37,7 +37,6 @@ from eval.loading import (  # noqa: E402
     UserError,
     check_env_id,
     check_spaces,
-    detect_algorithm,
     load_model,
     resolve_device,
 )
@@ -111,13 +110,7 @@ def steps_of(method: str, args: Args) -> int:
 
 def load_checked(args: Args, device: str) -> Any:
     """The user's model, refused unless its spaces are the env's."""
-    algo = detect_algorithm(args.model)
-    if algo not in OFF_POLICY:
-        raise UserError(
-            f"{args.model} holds a {algo.upper()} agent; refinement needs a critic Q(s, a): "
-            "TD3, SAC, DDPG or TQC"
-        )
-    model = load_model(args.model, OFF_POLICY, device)
+    model = load_model(args.model, OFF_POLICY, device, "refinement needs a critic Q(s, a):")
     try:
         env = make_control_env(args.env)
     except ImportError as exc:
@@ -129,24 +122,34 @@ def load_checked(args: Args, device: str) -> Any:
     return model
 
 
-def evaluate(args: Args) -> dict[str, Any]:
-    """Unrefined and refined returns on the same episodes; no files written."""
+def prepare(args: Args) -> tuple[str, Any]:
+    """Check the request, pick the device and threads, load the model: ``(device, model)``."""
     check_args(args)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_checked(args, device)
+    return device, load_checked(args, device)
+
+
+def make_refiner(model: Any, method: str, args: Args) -> ActionRefiner:
+    """``method`` at ``--radius`` and its steps, seeded with the first seed."""
+    return ActionRefiner(
+        model,
+        method=method,
+        radius=args.radius,
+        steps=steps_of(method, args),
+        critic=args.critic,  # type: ignore[arg-type]
+        seed=args.seeds[0],
+    )
+
+
+def evaluate(args: Args) -> dict[str, Any]:
+    """Unrefined and refined returns on the same episodes; no files written."""
+    device, model = prepare(args)
     methods = ["none"] + [m for m in dict.fromkeys(args.method) if m != "none"]
     rows = []
     for method in methods:
-        refiner = ActionRefiner(
-            model,
-            method=method,
-            radius=args.radius,
-            steps=steps_of(method, args),
-            critic=args.critic,  # type: ignore[arg-type]
-            seed=args.seeds[0],
-        )
+        refiner = make_refiner(model, method, args)
         run = rollout(refiner, args.env, args.seeds, args.episodes, args.max_episode_steps)
         row = summarize(refiner, 0.0 if method == "none" else args.radius, run)
         rows.append(row)
@@ -157,7 +160,7 @@ def evaluate(args: Args) -> dict[str, Any]:
         )
     return {
         "config": dataclasses.asdict(args) | {"device": device},
-        "algorithm": detect_algorithm(args.model),
+        "algorithm": type(model).__name__.lower(),
         "env": args.env,
         "platform": f"{platform.machine()}, torch {torch.__version__}, {device}",
         "rows": rows,
@@ -207,8 +210,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def run(args: Args) -> dict[str, Any]:
     """``adr-rl refine``: evaluate, then write the run folder and print the table."""
     results = evaluate(args)
-    out = Path(args.out) if args.out else runs.new_run_dir("refine")
-    out.mkdir(parents=True, exist_ok=True)
+    out = runs.output_dir(args.out, "refine")
     runs.write_json(out / "results.json", results)
     plot(results, out / "returns.png")
     runs.finish(out, table(results))
@@ -224,18 +226,8 @@ def sweep_job(params: dict[str, Any]) -> dict[str, Any]:
     params = dict(params)
     method, seed = params.pop("method"), int(params.pop("seed"))
     args = Args(method=[method], seeds=[seed], threads=1, **params)
-    check_args(args)
-    device = resolve_device(args.device)
-    torch.set_num_threads(1)
-    model = load_checked(args, device)
-    refiner = ActionRefiner(
-        model,
-        method=method,
-        radius=args.radius,
-        steps=steps_of(method, args),
-        critic=args.critic,  # type: ignore[arg-type]
-        seed=seed,
-    )
+    _, model = prepare(args)
+    refiner = make_refiner(model, method, args)
     run_ = rollout(refiner, args.env, [seed], args.episodes, args.max_episode_steps)
     row = summarize(refiner, args.radius, run_)
     return {"metric": row["return_mean"], **row}

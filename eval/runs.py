@@ -28,6 +28,13 @@ def new_run_dir(command: str, root: str | Path = "runs", create: bool = True) ->
     return path
 
 
+def output_dir(out: str, command: str) -> Path:
+    """``--out`` if given, else a fresh run folder for ``command``; created either way."""
+    path = Path(out) if out else new_run_dir(command)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_json(path: Path, obj: Any, allow_nan: bool = True) -> None:
     """Atomic write: a reader sees the old file or the whole new one, never a part, also
     if the run is killed; the temporary name is per process, so concurrent writers of
