@@ -209,22 +209,13 @@ def table(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    """Return vs eps per method with 95% CIs; the dashed line is the clean policy."""
-    rows = results["rows"]
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    clean = rows[0]
-    ax.axhspan(clean["ci95_low"], clean["ci95_high"], color="grey", alpha=0.15)
-    ax.axhline(clean["mean_return"], color="grey", linestyle="--", label="clean")
-    for method in dict.fromkeys(r["method"] for r in rows[1:]):
-        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["eps"])
-        eps = [r["eps"] for r in pts]
-        mean = np.array([r["mean_return"] for r in pts])
-        err = [mean - [r["ci95_low"] for r in pts], [r["ci95_high"] for r in pts] - mean]
-        ax.errorbar(eps, mean, yerr=err, marker="o", capsize=3, label=method)
-    ax.set_xlabel("eps (pixel levels)")
-    ax.set_ylabel("episode return (95% CI)")
-    ax.set_title(f"{results['game']}, {results['mode']}")
-    ax.legend(fontsize=8)
+    """Return vs eps per method with 95% CIs; the grey band is the clean policy."""
+    from eval.attack_procgen import draw_returns_vs_eps
+
+    rows = [r | {"mode": results["mode"]} for r in results["rows"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    title = f"{results['algorithm'].upper()} {results['game']}, unseen levels, attacked"
+    draw_returns_vs_eps(ax, rows, title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -584,41 +584,47 @@ def print_rollout(report: dict[str, Any]) -> None:
             )
 
 
+def draw_returns_vs_eps(ax: Any, rows: list[dict[str, Any]], title: str) -> None:
+    """One game's mean return (95% CI) vs eps, one line per method/mode/steps, the clean
+    policy as a band (also ``eval.attack_model``'s plot)."""
+    clean = next(r for r in rows if r["method"] == "none")
+    ax.axhspan(clean["ci95_low"], clean["ci95_high"], color="gray", alpha=0.2)
+    ax.axhline(clean["mean_return"], color="gray", lw=1, label="no attack")
+    keys = sorted({(r["method"], r["mode"], r["steps"]) for r in rows if r["method"] != "none"})
+    for method, mode, steps in keys:
+        sel = sorted(
+            (r for r in rows if (r["method"], r["mode"], r["steps"]) == (method, mode, steps)),
+            key=lambda r: r["eps"],
+        )
+        eps = [r["eps"] for r in sel]
+        mean = np.array([r["mean_return"] for r in sel])
+        err = np.array(
+            [[m - r["ci95_low"], r["ci95_high"] - m] for m, r in zip(mean, sel, strict=True)]
+        ).T
+        label = f"{method}" + (f" ({steps} steps)" if method not in ("fgsm",) else "")
+        ax.errorbar(
+            eps,
+            mean,
+            yerr=err,
+            marker="o",
+            capsize=3,
+            ls="-" if mode == "untargeted" else "--",
+            label=f"{label}, {mode}",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("eps (pixel levels of 255)")
+    ax.set_ylabel("mean episode return (95% CI)")
+    ax.set_title(title)
+    ax.legend(fontsize=6)
+
+
 def plot_returns(report: dict[str, Any], out: Path) -> None:
     """Mean return (95% CI) vs eps, one panel per game, one line per method/mode/steps."""
     games = list(report["games"])
     fig, axes = plt.subplots(1, len(games), figsize=(6 * len(games), 4), squeeze=False)
     for ax, game in zip(axes[0], games, strict=True):
-        rows = report["games"][game]
-        clean = next(r for r in rows if r["method"] == "none")
-        ax.axhspan(clean["ci95_low"], clean["ci95_high"], color="gray", alpha=0.2)
-        ax.axhline(clean["mean_return"], color="gray", lw=1, label="no attack")
-        keys = sorted({(r["method"], r["mode"], r["steps"]) for r in rows if r["method"] != "none"})
-        for method, mode, steps in keys:
-            sel = sorted(
-                (r for r in rows if (r["method"], r["mode"], r["steps"]) == (method, mode, steps)),
-                key=lambda r: r["eps"],
-            )
-            eps = [r["eps"] for r in sel]
-            mean = np.array([r["mean_return"] for r in sel])
-            err = np.array(
-                [[m - r["ci95_low"], r["ci95_high"] - m] for m, r in zip(mean, sel, strict=True)]
-            ).T
-            label = f"{method}" + (f" ({steps} steps)" if method not in ("fgsm",) else "")
-            ax.errorbar(
-                eps,
-                mean,
-                yerr=err,
-                marker="o",
-                capsize=3,
-                ls="-" if mode == "untargeted" else "--",
-                label=f"{label}, {mode}",
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("eps (pixel levels of 255)")
-        ax.set_ylabel("mean episode return (95% CI)")
-        ax.set_title(f"PPO {game}, unseen levels, attacked observations")
-        ax.legend(fontsize=6)
+        title = f"PPO {game}, unseen levels, attacked observations"
+        draw_returns_vs_eps(ax, report["games"][game], title)
     fig.tight_layout()
     fig.savefig(out / "returns_vs_eps.png", dpi=110)
     plt.close(fig)
