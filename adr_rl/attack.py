@@ -5,7 +5,8 @@ radius ``eps`` (in the observation's own units, e.g. 0..255 pixel levels for
 Procgen) so that the agent's action changes (METHOD.md, "RL uses: observation
 attack"). Every method is one :func:`adr_rl.maximize` call over the batch with the
 same objective, box, step size and number of steps, so FGSM, PGD, ADR and random
-noise are compared on equal terms.
+noise are compared on equal terms. ADR needs a ReLU policy; the other methods attack
+any differentiable one (e.g. SB3's default Tanh ``MlpPolicy``).
 
 Online, :class:`AttackedPolicy` (anything that calls SB3's ``predict``) and
 :class:`AttackedVecEnv` (a ``VecEnvWrapper``) show the agent perturbed observations
@@ -58,8 +59,9 @@ __all__ = [
 ATTACK_METHODS: tuple[str, ...] = ("fgsm", "pgd", "adr", "adr_sync", "random", "gd", "adam")
 SUPPORTED_MODELS = (
     "SB3 PPO/A2C (an ActorCriticPolicy with a Discrete action space: CnnPolicy, the IMPALA "
-    "extractor, MlpPolicy with ReLU activations), SB3 DQN, or an nn.Module mapping a batch "
-    "of observations to logits or Q-values (N, n_actions)"
+    "extractor, MlpPolicy), SB3 DQN, or an nn.Module mapping a batch of observations to "
+    "logits or Q-values (N, n_actions); ADR needs ReLU activations (for MlpPolicy: "
+    "policy_kwargs=dict(activation_fn=nn.ReLU)), the other methods take any"
 )
 
 Loss = Literal["ce", "kl", "q"]
@@ -242,13 +244,15 @@ class ObservationAttack:
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         if bounds is not None and not bounds[0] <= bounds[1]:
             raise ValueError(f"bounds must be (low, high) with low <= high, got {bounds}")
-        try:
-            find_relus(self.adapter.networks)
-        except NonReluNetworkError as err:
-            raise NonReluNetworkError(
-                f"{err}. Every attack runs through adr_rl.maximize, which needs a ReLU network; "
-                "for SB3 MlpPolicy build the agent with policy_kwargs=dict(activation_fn=nn.ReLU)"
-            ) from err
+        if method in ("adr", "adr_sync"):
+            try:
+                find_relus(self.adapter.networks)
+            except NonReluNetworkError as err:
+                raise NonReluNetworkError(
+                    f"{err}. ADR relaxes ReLUs, so method={method!r} needs a ReLU policy (for "
+                    "SB3 MlpPolicy: policy_kwargs=dict(activation_fn=nn.ReLU)); fgsm, pgd and "
+                    "random attack any differentiable policy"
+                ) from err
         self.eps: float = float(eps)
         self.steps: int = steps
         self.method: str = method

@@ -340,8 +340,12 @@ def maximize(
         out = fn(x)
         return _objective_values(objective, out, x)
 
-    with ReluSurrogate(modules) as surrogate:
-        surrogate.scan_nonlinearities(lambda: evaluate(x0))
+    # Only ADR evaluates the surrogate; every other method works on any differentiable
+    # network (Tanh policies, functional relu, ...), frozen and restored all the same.
+    relaxes = method in ("adr", "adr_sync")
+    with ReluSurrogate(modules, relax=relaxes) as surrogate:
+        if relaxes:
+            surrogate.scan_nonlinearities(lambda: evaluate(x0))
         problem = _Problem(evaluate, surrogate, x0, lo, hi, generator, record_history)
         steps_run = 1 if method == "fgsm" else steps
         bar = tqdm(total=steps_run, desc=f"maximize[{method}]", disable=not progress, leave=False)

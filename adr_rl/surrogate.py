@@ -168,15 +168,20 @@ class ReluSurrogate:
     :param modules: the module(s) whose ``nn.ReLU`` sites are relaxed. Other code
         in the evaluated callable (an objective on the output, a critic's input
         concatenation) is left alone.
+    :param relax: install the ReLU hooks (and raise :class:`NonReluNetworkError` unless
+        ``modules`` form a ReLU network). Methods that never evaluate the surrogate
+        (gradient ascent, PGD, ...) pass ``False``: *plain* mode, any differentiable
+        network, frozen and restored all the same, :meth:`real` only, no records.
     """
 
-    def __init__(self, modules: Sequence[nn.Module]) -> None:
+    def __init__(self, modules: Sequence[nn.Module], relax: bool = True) -> None:
         if isinstance(modules, nn.Module):
             modules = [modules]
         if not modules or not all(isinstance(m, nn.Module) for m in modules):
             raise TypeError("network must be an nn.Module or a non-empty sequence of nn.Module")
         self.modules = list(modules)
-        self.relus = find_relus(self.modules)
+        self.relaxable = relax
+        self.relus = find_relus(self.modules) if relax else []
         self._names = {id(m): n for n, m in self.relus}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._saved_training: list[tuple[nn.Module, bool]] = []
@@ -204,8 +209,9 @@ class ReluSurrogate:
                 root.eval()  # dropout/batch-norm statistics must not move during optimization
                 for p in root.parameters():
                     p.requires_grad_(False)  # gradients are taken w.r.t. the input only
-                self._handles.append(root.register_forward_pre_hook(self._enter_network))
-                self._handles.append(root.register_forward_hook(self._leave_network))
+                if self.relaxable:  # the depth count serves scan_nonlinearities only
+                    self._handles.append(root.register_forward_pre_hook(self._enter_network))
+                    self._handles.append(root.register_forward_hook(self._leave_network))
             for _, relu in self.relus:
                 self._handles.append(relu.register_forward_pre_hook(self._pre_hook))
                 self._handles.append(relu.register_forward_hook(self._post_hook))
@@ -298,7 +304,7 @@ class ReluSurrogate:
         with self._evaluation("real" if record else "off"):
             out = fn()
             records, names = self._records, self._site_names
-        if record:
+        if record and self.relaxable:
             self._check_sites(records)
         elif self.sites is not None and len(names) != len(self.sites):
             raise NonReluNetworkError(
@@ -317,6 +323,8 @@ class ReluSurrogate:
             that replaces site ``i``'s ReLU (after :meth:`real` has seen the sites), so a
             caller can fuse its own per-site work (ADR's consistency term) into the pass.
         """
+        if not self.relaxable:
+            raise RuntimeError("gated() needs ReluSurrogate(..., relax=True)")
         with self._evaluation("gated", gates):
             out = fn()
             records = self._records
@@ -352,6 +360,8 @@ class ReluSurrogate:
         Such a call is invisible to the hooks: the surrogate would silently keep it
         unrelaxed, so ADR's activation variables would not describe the network.
         """
+        if not self.relaxable:
+            raise RuntimeError("scan_nonlinearities() needs ReluSurrogate(..., relax=True)")
         scan = _NonlinearityScan(self)
         with self._evaluation("off"), scan:
             fn()

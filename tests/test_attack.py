@@ -362,8 +362,9 @@ def test_errors():
     with pytest.raises(TypeError, match="Discrete action space"):
         ObservationAttack(box, eps=1)
     tanh = ActorCriticPolicy(spaces.Box(-1, 1, (3,)), spaces.Discrete(2), _lr)  # SB3's Tanh
-    with pytest.raises(NonReluNetworkError, match="activation_fn=nn.ReLU"):
-        ObservationAttack(tanh, eps=1)
+    for method in ("adr", "adr_sync"):
+        with pytest.raises(NonReluNetworkError, match="activation_fn=nn.ReLU"):
+            ObservationAttack(tanh, eps=1, method=method)
     with pytest.raises(ValueError, match=r"\(N, n_actions\)"):
         ObservationAttack(nn.Sequential(nn.Linear(4, 1), nn.ReLU(), nn.Flatten(0)), eps=1)(
             np.zeros((2, 4), dtype=np.float32)
@@ -471,3 +472,19 @@ def test_cuda_attack_matches_cpu(method):
     np.testing.assert_array_equal(a.clean_actions, b.clean_actions)
     assert np.abs(a.objective - b.objective).max() < 0.05
     assert next(gpu.parameters()).device.type == "cuda"
+
+
+@pytest.mark.parametrize("method", ["fgsm", "pgd", "random"])
+def test_baseline_attacks_take_sb3_default_tanh_mlp_policy(method):
+    """SB3's MlpPolicy uses Tanh: ADR refuses it, the gradient/sampling attacks do not."""
+    torch.manual_seed(0)
+    space = spaces.Box(-1, 1, (6,))
+    policy = ActorCriticPolicy(space, spaces.Discrete(4), _lr)
+    obs = np.random.default_rng(0).uniform(-0.5, 0.5, (64, 6)).astype(np.float32)
+    res = ObservationAttack(policy, eps=0.3, steps=10, method=method).perturb(obs)
+    assert res.obs.dtype == np.float32 and res.obs.shape == obs.shape
+    assert np.all(np.abs(res.obs - obs) <= 0.3 + 1e-6)
+    assert np.all(res.obs >= -1) and np.all(res.obs <= 1)
+    assert np.all(res.objective >= res.clean_objective)
+    if method != "random":
+        assert res.flipped.mean() > 0.2  # eps 0.3 on a random Tanh policy flips many actions

@@ -255,9 +255,10 @@ def test_fgsm_moves_to_the_corner_the_gradient_points_at():
 
 
 # -- errors ----------------------------------------------------------------------------
-def test_error_network_without_relu():
+@pytest.mark.parametrize("method", ["adr", "adr_sync"])
+def test_error_network_without_relu(method):
     with pytest.raises(NonReluNetworkError, match="no nn.ReLU"):
-        maximize(nn.Sequential(nn.Linear(3, 1)), torch.zeros(1, 3), -1.0, 1.0, steps=2)
+        maximize(nn.Sequential(nn.Linear(3, 1)), torch.zeros(1, 3), -1.0, 1.0, 2, method)
 
 
 def test_error_other_activation_module():
@@ -266,23 +267,50 @@ def test_error_other_activation_module():
         maximize(net, torch.zeros(1, 3), -1.0, 1.0, steps=2)
 
 
-@pytest.mark.parametrize("method", ["adr", "gd"])
+@pytest.mark.parametrize("method", ["adr", "adr_sync"])
 def test_error_functional_relu(method):
     with pytest.raises(NonReluNetworkError, match="F.relu"):
         maximize(FunctionalReluNet(), torch.zeros(1, 3), -1.0, 1.0, steps=2, method=method)
 
 
+class _OnlyFunctional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l1, self.l2 = nn.Linear(3, 8), nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.l2(torch.relu(self.l1(x)))
+
+
 def test_error_functional_relu_only():
-    class OnlyFunctional(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.l1, self.l2 = nn.Linear(3, 4), nn.Linear(4, 1)
-
-        def forward(self, x):
-            return self.l2(torch.relu(self.l1(x)))
-
     with pytest.raises(NonReluNetworkError, match="no nn.ReLU"):
-        maximize(OnlyFunctional(), torch.zeros(1, 3), -1.0, 1.0, steps=2)
+        maximize(_OnlyFunctional(), torch.zeros(1, 3), -1.0, 1.0, steps=2)
+
+
+def _tanh_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("adr", "adr_sync")])
+@pytest.mark.parametrize("make", [_tanh_net, FunctionalReluNet, _OnlyFunctional])
+def test_baselines_take_any_differentiable_network(method, make):
+    """Only ADR relaxes ReLUs; the baselines need gradients (or samples), nothing else."""
+    net = make()
+    x0 = _rand((4, 3), seed=1) * 0.5
+    before = _snapshot(net)
+    res = maximize(net, x0, -1.0, 1.0, steps=20, method=method, seed=0)
+    with torch.no_grad():
+        start, end = net(x0).squeeze(1), net(res.x).squeeze(1)
+    assert torch.all(res.x >= -1.0) and torch.all(res.x <= 1.0)
+    torch.testing.assert_close(res.value, end)  # the value is the true objective at res.x
+    assert torch.all(res.value >= start)
+    if method in ("gd", "pgd", "adam", "restart_gd", "perturbed_gd", "cem"):
+        assert res.value.mean() > start.mean() + 1e-3  # it optimizes, not just returns x0
+    after = _snapshot(net)
+    assert before["requires_grad"] == after["requires_grad"]
+    assert before["training"] == after["training"] and before["hooks"] == after["hooks"]
 
 
 @pytest.mark.parametrize(
