@@ -289,7 +289,7 @@ def maximize(
 ) -> MaximizeResult:
     """Maximize ``objective(fn(x), x)`` over the box ``[lower, upper]`` from ``x0``.
 
-    :param fn: a ReLU network (its output ``(B,)`` or ``(B, 1)`` is maximized), or any
+    :param fn: a network (its output ``(B,)`` or ``(B, 1)`` is maximized), or any
         callable ``x -> output`` that uses ``network`` inside (e.g. a critic
         ``a -> Q(s, a)`` with ``s`` fixed).
     :param x0: ``(B, *input_shape)`` float tensor, no NaN, inside the box: the start
@@ -302,7 +302,9 @@ def maximize(
     :param seed: seeds this call's own ``torch.Generator`` (nothing global is read;
         ``None`` means 0, so every call is reproducible).
     :param objective: ``objective(output, x) -> (B,)`` to maximize; default: the output.
-    :param network: the module(s) whose ``nn.ReLU`` sites ADR relaxes; default ``fn``.
+    :param network: the module(s) whose ``nn.ReLU`` sites ADR relaxes (frozen and
+        restored for every method); default ``fn``. ADR needs a ReLU network, the other
+        methods any differentiable one.
     :param lr: step size (ADR/GD: L2 length of an ``x`` step; PGD: sign-step size;
         Adam: learning rate). Default per method; PGD's default is
         ``2.5 * max half-width / steps`` (Madry et al.).
@@ -312,7 +314,8 @@ def maximize(
         callable ``fn`` with fixed context (e.g. a critic's observations) must accept that.
     :param record_history: keep the best-so-far value after every step.
     :param progress: show a tqdm bar over the steps.
-    :raises NonReluNetworkError: the network is not a ReLU network ADR can relax.
+    :raises NonReluNetworkError: ``adr``/``adr_sync`` on a network that is not a ReLU
+        network ADR can relax.
     :raises ValueError: bad bounds, shapes, ``x0`` with NaN or outside the box, ...
     """
     _check_method(method)
