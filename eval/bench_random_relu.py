@@ -89,6 +89,9 @@ class Args:
     """Output folder."""
     quick: bool = False
     """Smoke run: 3 small seeds, 1 large, T = 300."""
+    timing_only: bool = False
+    """Only the speed measurements (ADR/GD per iteration, batched vs looped), written to
+    <out>/timing.json; the optimization results in results.json are left as they are."""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -269,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
             names.append(required)
     unknown = sorted(set(names) - set(all_names))
     assert not unknown, f"unknown methods {unknown}; choose from {all_names}"
+    if args.timing_only:
+        run_timing(args, out)
+        return
     config = dataclasses.asdict(args) | {"methods": names}
     config["paper_adr"] = {k: dataclasses.asdict(v) for k, v in PAPER_ADR.items()}
     config["adr_sync"] = dataclasses.asdict(adr_sync_config())
@@ -308,6 +314,32 @@ def main(argv: list[str] | None = None) -> None:
     plot(results, out / "curves.png")
     print_table(results)
     print(f"wrote {out / 'results.json'} and {out / 'curves.png'}")
+
+
+def run_timing(args: Args, out: Path) -> None:
+    """The speed half of the benchmark alone (seconds, not the 3000-step runs)."""
+    timing: dict[str, Any] = {
+        "config": dataclasses.asdict(args),
+        "machine": {"platform": platform.platform(), "torch": torch.__version__},
+        "shapes": {},
+    }
+    for shape in tqdm(args.shapes, desc="timing"):
+        timing["shapes"][shape] = {
+            f"batch_{b}": time_per_step(shape, b, args.timing_steps) for b in args.timing_batches
+        }
+    if "small" in args.shapes:
+        timing["batched_vs_looped"] = time_batched("small", 256, max(args.timing_steps // 4, 10))
+    (out / "timing.json").write_text(json.dumps(timing, indent=1))
+    for shape, per_batch in timing["shapes"].items():
+        for b, t in per_batch.items():
+            print(
+                f"{shape} {b}: ADR {t['adr_s_per_step'] * 1e3:.3f} ms/step, "
+                f"GD {t['gd_s_per_step'] * 1e3:.3f} ms/step, ADR/GD {t['ratio_adr_gd']:.2f}x"
+            )
+    if "batched_vs_looped" in timing:
+        speedup = timing["batched_vs_looped"]["speedup"]
+        print(f"batched vs looped (small, 256 problems): {speedup:.1f}x")
+    print(f"wrote {out / 'timing.json'}")
 
 
 def print_table(results: dict[str, Any]) -> None:

@@ -82,6 +82,21 @@ def test_bench_script_smoke(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 10_000
 
 
+def test_bench_timing_only_writes_timing_and_leaves_results(tmp_path):
+    (tmp_path / "results.json").write_text("{}")  # a finished run's results stay untouched
+    cmd = [sys.executable, "-m", "eval.bench_random_relu", "--timing-only", "--shapes", "small"]
+    cmd += ["--timing-batches", "1", "2", "--timing-steps", "5", "--out", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert set(timing["shapes"]) == {"small"}
+    for batch in ("batch_1", "batch_2"):
+        t = timing["shapes"]["small"][batch]
+        assert np.isclose(t["ratio_adr_gd"], t["adr_s_per_step"] / t["gd_s_per_step"])
+    assert timing["batched_vs_looped"]["looped_s"] > 0
+    assert "ADR/GD" in out.stdout
+    assert (tmp_path / "results.json").read_text() == "{}"
+
+
 def test_tune_script_refuses_reported_seeds():
     cmd = [sys.executable, "-m", "eval.tune_adr", "--seed-offset", "0", "--variant", "a:adr:"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
