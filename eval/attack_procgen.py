@@ -43,6 +43,7 @@ from tqdm import tqdm  # noqa: E402
 from adr_rl.attack import ObservationAttack, attack_adr_config  # noqa: E402
 from envs.procgen import UNSEEN_LEVELS, LevelSplit, make_procgen_vec_env  # noqa: E402
 from eval import cli  # noqa: E402
+from eval.loading import zoo_path  # noqa: E402
 from eval.rollout import episode_quotas  # noqa: E402
 from eval.stats import bootstrap_mean_ci  # noqa: E402
 
@@ -112,7 +113,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 def load_model(game: str) -> PPO:
-    return PPO.load(f"agents/zoo/ppo_{game}.zip", device="cpu")
+    """The shipped PPO policy of ``game``, found wherever the command runs from."""
+    return PPO.load(zoo_path(f"ppo_{game}"), device="cpu")
 
 
 # --------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from tqdm import tqdm  # noqa: E402
 from adr_rl import ActionRefiner, CEMConfig, network_evaluations  # noqa: E402
 from envs.control import make_control_vec_env  # noqa: E402
 from eval import cli  # noqa: E402
+from eval.loading import zoo_path  # noqa: E402
 from eval.stats import bootstrap_mean_ci  # noqa: E402
 
 ALGOS: dict[str, Any] = {"td3": TD3, "sac": SAC, "ddpg": DDPG}
@@ -62,8 +63,8 @@ class Args:
         ]
     )
     """Shipped agents, ``<algo>_<env id>`` in --zoo."""
-    zoo: str = "agents/zoo"
-    """Folder of the agents' zips."""
+    zoo: str = ""
+    """Folder of the agents' zips (default: the shipped agents/zoo, wherever this runs)."""
     methods: list[str] = field(
         default_factory=lambda: ["none", "gd", "adam", "cem", "adr", "adr_sync"]
     )
@@ -125,7 +126,7 @@ def load_agent(name: str, zoo: str, device: str) -> tuple[Any, str]:
     algo, _, env_id = name.partition("_")
     if algo not in ALGOS:
         raise ValueError(f"agent {name!r}: algorithm must be one of {sorted(ALGOS)}")
-    path = Path(zoo) / f"{name}.zip"
+    path = Path(zoo) / f"{name}.zip" if zoo else zoo_path(name)
     if not path.exists():
         raise FileNotFoundError(f"no agent {path}; train it with agents/train_offpolicy.py")
     return ALGOS[algo].load(path, device=device), env_id

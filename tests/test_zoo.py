@@ -31,3 +31,14 @@ def test_shipped_policy_loads_and_steps(game):
     assert np.ndim(action) == 0 and venv.action_space.contains(int(action))
     venv.close()
     assert (ZOO / f"ppo_{game}.md").exists(), "every shipped policy has a model card"
+
+
+def test_shipped_agents_load_from_any_working_directory(tmp_path, monkeypatch):
+    """The evaluation scripts find agents/zoo through the package, not the cwd."""
+    from eval.attack_procgen import load_model
+    from eval.refine_control import load_agent
+
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(load_model("coinrun"), PPO)
+    model, env_id = load_agent("td3_Pendulum-v1", zoo="", device="cpu")
+    assert env_id == "Pendulum-v1" and model.__class__.__name__ == "TD3"
