@@ -27,3 +27,25 @@ def bootstrap_mean_ci(
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(low), float(high)
+
+
+def bootstrap_diff_ci(
+    a: np.ndarray, b: np.ndarray, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of ``mean(a) - mean(b)`` for two
+    independent samples (each resampled on its own), e.g. two methods' episode returns.
+
+    :return: ``(low, high)``.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    for name, v in (("a", a), ("b", b)):
+        if v.ndim != 1 or v.size == 0:
+            raise ValueError(f"{name} must be a non-empty 1-D array, got shape {v.shape}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}.")
+    rng = np.random.default_rng(seed)
+    means_a = a[rng.integers(0, a.size, size=(n_resamples, a.size))].mean(axis=1)
+    means_b = b[rng.integers(0, b.size, size=(n_resamples, b.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means_a - means_b, [alpha, 1 - alpha])
+    return float(low), float(high)

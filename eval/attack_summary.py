@@ -1,0 +1,240 @@
+"""One report over every attacked-rollout run: ADR vs PGD at the same eps and steps.
+
+``eval.attack_procgen --phases rollout`` writes one ``rollout.json`` per run folder, and
+the grid of the issue (methods x eps x steps x untargeted/targeted x games) was run in
+several folders. This script gathers them, so that each ADR setting sits next to the
+PGD setting with the same game, mode, eps and steps, with the difference of mean
+returns and its bootstrap 95% CI (episodes resampled within each method). A negative
+difference means ADR lowered the return more than PGD.
+
+Writes ``<out>/summary.json``, ``<out>/summary.md`` (the tables it prints) and
+``<out>/summary.png`` (return vs eps, one panel per game and mode).
+
+    python -m eval.attack_summary            # every results/attack_procgen/rollout_*/
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from eval import cli  # noqa: E402
+from eval.stats import bootstrap_diff_ci  # noqa: E402
+
+Key = tuple[str, str, str, float, int]  # game, method, mode, eps, steps
+
+
+@dataclass
+class Args:
+    runs: list[str] = field(default_factory=list)
+    """rollout folders (each with a rollout.json); default: <out>/rollout_*/"""
+    out: str = "results/attack_procgen"
+    """where summary.json, summary.md and summary.png go"""
+
+
+def returns_of(row: dict[str, Any]) -> np.ndarray:
+    """Every episode's return of one setting, over its seeds."""
+    return np.concatenate([np.asarray(r["returns"], dtype=np.float64) for r in row["runs"]])
+
+
+def gather(folders: list[Path]) -> tuple[dict[Key, dict[str, Any]], list[str]]:
+    """``(game, method, mode, eps, steps) -> row`` over all folders, and the ADR variants.
+
+    A setting run in two folders must have given the same episodes (the runs are seeded;
+    the clean policy's row is in every folder); anything else is an error, not a choice.
+    """
+    rows: dict[Key, dict[str, Any]] = {}
+    variants: list[str] = []
+    for folder in folders:
+        report = json.loads((folder / "rollout.json").read_text())
+        variants.append(report["adr_variant"])
+        for game, game_rows in report["games"].items():
+            for row in game_rows:
+                key = (game, row["method"], row["mode"], float(row["eps"]), int(row["steps"]))
+                if key in rows:
+                    if not np.array_equal(returns_of(rows[key]), returns_of(row)):
+                        raise ValueError(f"{key} differs between two runs (in {folder})")
+                    continue
+                rows[key] = row | {"folder": str(folder)}
+    return rows, sorted(set(variants))
+
+
+def compare(rows: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
+    """ADR next to PGD for every (game, mode, eps, steps) that has both."""
+    out = []
+    order = sorted(rows, key=lambda k: (k[0], k[2] != "untargeted", k[4], k[3]))
+    for game, method, mode, eps, steps in order:
+        adr = rows[(game, method, mode, eps, steps)]
+        pgd = rows.get((game, "pgd", mode, eps, steps))
+        if method != "adr" or pgd is None:
+            continue
+        a, p = returns_of(adr), returns_of(pgd)
+        low, high = bootstrap_diff_ci(a, p)
+        out.append(
+            {
+                "game": game,
+                "mode": mode,
+                "eps": eps,
+                "steps": steps,
+                "episodes": [int(p.size), int(a.size)],
+                "pgd_return": float(p.mean()),
+                "adr_return": float(a.mean()),
+                "adr_minus_pgd": float(a.mean() - p.mean()),
+                "diff_ci95": [low, high],
+                "pgd_flip": pgd["flip_rate"],
+                "adr_flip": adr["flip_rate"],
+                "pgd_hit": pgd["success_rate"] if mode == "targeted" else None,
+                "adr_hit": adr["success_rate"] if mode == "targeted" else None,
+                "pgd_ms_per_obs": pgd["attack_ms_per_obs"],
+                "adr_ms_per_obs": adr["attack_ms_per_obs"],
+                "verdict": verdict(a.mean() - p.mean(), low, high),
+            }
+        )
+    return out
+
+
+def verdict(diff: float, low: float, high: float) -> str:
+    """Whether ADR lowered the return at least as much as PGD, and how sure that is."""
+    if high < 0:
+        return "ADR lower (CI < 0)"
+    if low > 0:
+        return "PGD lower (CI > 0)"
+    return ("ADR lower" if diff < 0 else "PGD lower" if diff > 0 else "equal") + ", CI spans 0"
+
+
+def tally(pairs: list[dict[str, Any]]) -> dict[str, int]:
+    """How many settings each way: ADR's mean return <= PGD's, and the sure ones."""
+    return {
+        "settings": len(pairs),
+        "adr_at_least_as_low": sum(p["adr_minus_pgd"] <= 0 for p in pairs),
+        "adr_lower_ci_excludes_0": sum(p["diff_ci95"][1] < 0 for p in pairs),
+        "pgd_lower_ci_excludes_0": sum(p["diff_ci95"][0] > 0 for p in pairs),
+    }
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def markdown(pairs: list[dict[str, Any]], counts: dict[str, int], variants: list[str]) -> str:
+    lines = [
+        f"ADR (`{'`, `'.join(variants)}`) vs PGD, same game, mode, eps and steps; "
+        "difference of mean returns (ADR - PGD, negative: ADR lowered the return more) "
+        "with its bootstrap 95% CI.",
+        "",
+        "| game | mode | eps | steps | episodes | PGD return | ADR return | ADR - PGD [95% CI] "
+        "| flip PGD / ADR | target hit PGD / ADR | ms/obs PGD / ADR | reading |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in pairs:
+        low, high = p["diff_ci95"]
+        hit = f"{_rate(p['pgd_hit'])} / {_rate(p['adr_hit'])}" if p["mode"] == "targeted" else "-"
+        ms = f"{p['pgd_ms_per_obs']:.1f} / {p['adr_ms_per_obs']:.1f}"
+        lines.append(
+            f"| {p['game']} | {p['mode']} | {p['eps']:g} | {p['steps']} | "
+            f"{p['episodes'][0]} / {p['episodes'][1]} | {p['pgd_return']:.2f} | "
+            f"{p['adr_return']:.2f} | {p['adr_minus_pgd']:+.2f} [{low:+.2f}, {high:+.2f}] | "
+            f"{_rate(p['pgd_flip'])} / {_rate(p['adr_flip'])} | {hit} | {ms} | {p['verdict']} |"
+        )
+    lines += [
+        "",
+        f"ADR's mean return at most PGD's in {counts['adr_at_least_as_low']} of "
+        f"{counts['settings']} settings; the CI excludes 0 in ADR's favour in "
+        f"{counts['adr_lower_ci_excludes_0']}, in PGD's in {counts['pgd_lower_ci_excludes_0']}.",
+    ]
+    return "\n".join(lines)
+
+
+COLORS = {"random": "tab:brown", "fgsm": "tab:green", "pgd": "tab:red", "adr": "tab:blue"}
+OFFSETS = {"random": -0.06, "fgsm": -0.02, "pgd": 0.02, "adr": 0.06}  # log2 shifts, no overlap
+
+
+def draw_panel(
+    ax: Any, clean: dict[str, Any] | None, rows: list[dict[str, Any]], title: str
+) -> None:
+    """Mean return (95% CI) vs eps: a colour per method, solid 10 steps (FGSM: 1), dashed
+    50; the clean policy as a band."""
+    if clean is not None:
+        ax.axhspan(clean["ci95_low"], clean["ci95_high"], color="gray", alpha=0.2)
+        ax.axhline(clean["mean_return"], color="gray", lw=1, label="no attack")
+    for method, steps in sorted({(r["method"], r["steps"]) for r in rows}):
+        sel = sorted(
+            (r for r in rows if (r["method"], r["steps"]) == (method, steps)),
+            key=lambda r: r["eps"],
+        )
+        eps = np.array([r["eps"] for r in sel]) * 2.0 ** OFFSETS.get(method, 0.0)
+        mean = np.array([r["mean_return"] for r in sel])
+        err = np.array(
+            [[m - r["ci95_low"], r["ci95_high"] - m] for m, r in zip(mean, sel, strict=True)]
+        ).T
+        ax.errorbar(
+            eps,
+            mean,
+            yerr=err,
+            marker="o",
+            ms=4,
+            capsize=2,
+            color=COLORS.get(method),
+            ls="--" if steps >= 50 else "-",
+            label=f"{method} ({steps} step{'s' if steps > 1 else ''})",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("eps (pixel levels of 255)")
+    ax.set_ylabel("mean episode return (95% CI)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
+def plot(rows: dict[Key, dict[str, Any]], path: Path) -> None:
+    """One panel per game and mode."""
+    games = sorted({k[0] for k in rows})
+    modes = [m for m in ("untargeted", "targeted") if any(k[2] == m for k in rows)]
+    fig, axes = plt.subplots(
+        len(games), len(modes), figsize=(6.5 * len(modes), 4.5 * len(games)), squeeze=False
+    )
+    for i, game in enumerate(games):
+        clean = next((r for k, r in rows.items() if k[0] == game and k[1] == "none"), None)
+        for j, mode in enumerate(modes):
+            sel = [r for k, r in rows.items() if k[0] == game and k[1] != "none" and k[2] == mode]
+            draw_panel(axes[i][j], clean, sel, f"PPO {game}, {mode}, unseen levels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse_args(Args, __doc__, argv)
+    out = Path(args.out)
+    folders = [Path(f) for f in args.runs] or sorted(
+        p.parent for p in out.glob("rollout_*/rollout.json")
+    )
+    if not folders:
+        raise SystemExit(f"no rollout.json under {out}/rollout_*/; run eval.attack_procgen first")
+    rows, variants = gather(folders)
+    pairs = compare(rows)
+    counts = tally(pairs)
+    text = markdown(pairs, counts, variants)
+    summary = {
+        "runs": [str(f) for f in folders],
+        "adr_variants": variants,
+        "pairs": pairs,
+        "tally": counts,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(text + "\n")
+    plot(rows, out / "summary.png")
+    print(text)
+    print(f"wrote {out / 'summary.json'}, summary.md and summary.png")
+
+
+if __name__ == "__main__":
+    main()
