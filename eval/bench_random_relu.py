@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -174,7 +175,46 @@ def time_per_step(shape: str, batch: int, steps: int, seed: int = 12345) -> dict
             maximize(net, x0, -1.0, 1.0, steps=steps, method=method, seed=0)
             times[method].append((time.perf_counter() - t0) / steps)
     adr, gd = min(times["adr"]), min(times["gd"])
-    return {"adr_s_per_step": adr, "gd_s_per_step": gd, "ratio_adr_gd": adr / gd}
+    passes = pass_times(net, x0, steps)
+    return {
+        "adr_s_per_step": adr,
+        "gd_s_per_step": gd,
+        "ratio_adr_gd": adr / gd,
+        **passes,
+        # ADR does what GD does plus one forward without graph (scoring), so this is the
+        # ratio an ADR step would have if its gates, consistency term and eta update
+        # were free; the rest of the measured ratio is their cost.
+        "ratio_if_only_extra_forward": (gd + passes["forward_nograd_s"]) / gd,
+    }
+
+
+def pass_times(net: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Seconds of one forward without graph and one forward + backward to the input."""
+    frozen = [p.requires_grad_(False) for p in net.parameters()]
+
+    def forward() -> None:
+        with torch.no_grad():
+            net(x)
+
+    def forward_backward() -> None:
+        z = x.detach().requires_grad_(True)
+        torch.autograd.grad(net(z).sum(), z)
+
+    out = {}
+    try:
+        for name, fn in (("forward_nograd_s", forward), ("forward_backward_s", forward_backward)):
+            fn()
+            best = math.inf
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    fn()
+                best = min(best, (time.perf_counter() - t0) / repeats)
+            out[name] = best
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return out
 
 
 def time_batched(
@@ -334,7 +374,10 @@ def run_timing(args: Args, out: Path) -> None:
         for b, t in per_batch.items():
             print(
                 f"{shape} {b}: ADR {t['adr_s_per_step'] * 1e3:.3f} ms/step, "
-                f"GD {t['gd_s_per_step'] * 1e3:.3f} ms/step, ADR/GD {t['ratio_adr_gd']:.2f}x"
+                f"GD {t['gd_s_per_step'] * 1e3:.3f} ms/step, ADR/GD {t['ratio_adr_gd']:.2f}x; "
+                f"forward (no graph) {t['forward_nograd_s'] * 1e3:.3f} ms, forward + backward "
+                f"{t['forward_backward_s'] * 1e3:.3f} ms: the extra forward alone would give "
+                f"{t['ratio_if_only_extra_forward']:.2f}x"
             )
     if "batched_vs_looped" in timing:
         speedup = timing["batched_vs_looped"]["speedup"]

@@ -92,6 +92,8 @@ def test_bench_timing_only_writes_timing_and_leaves_results(tmp_path):
     for batch in ("batch_1", "batch_2"):
         t = timing["shapes"]["small"][batch]
         assert np.isclose(t["ratio_adr_gd"], t["adr_s_per_step"] / t["gd_s_per_step"])
+        assert 0 < t["forward_nograd_s"] < t["forward_backward_s"]
+        assert t["ratio_if_only_extra_forward"] > 1
     assert timing["batched_vs_looped"]["looped_s"] > 0
     assert "ADR/GD" in out.stdout
     assert (tmp_path / "results.json").read_text() == "{}"
