@@ -193,6 +193,32 @@ def draw_panel(
     ax.legend(fontsize=7)
 
 
+METHOD_ORDER = {"none": 0, "random": 1, "fgsm": 2, "pgd": 3, "adr": 4}
+
+
+def settings_markdown(rows: dict[Key, dict[str, Any]]) -> str:
+    """Every setting of every method (the clean policy once per game)."""
+    lines = [
+        "| game | mode | method | eps | steps | mean return [95% CI] | episodes (capped) "
+        "| flip rate | target hit rate | attack ms/obs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = sorted(
+        rows, key=lambda k: (k[0], k[2] != "untargeted", METHOD_ORDER.get(k[1], 9), k[4], k[3])
+    )
+    for key in order:
+        r = rows[key]
+        game, method, mode, eps, steps = key
+        hit = _rate(r["success_rate"]) if mode == "targeted" else "-"
+        ms = "-" if r["attack_ms_per_obs"] is None else f"{r['attack_ms_per_obs']:.1f}"
+        lines.append(
+            f"| {game} | {mode if method != 'none' else '-'} | {method} | {eps:g} | {steps} | "
+            f"{r['mean_return']:.2f} [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}] | "
+            f"{r['n_episodes']} ({r['truncated']}) | {_rate(r['flip_rate'])} | {hit} | {ms} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(rows: dict[Key, dict[str, Any]], path: Path) -> None:
     """One panel per game and mode."""
     games = sorted({k[0] for k in rows})
@@ -222,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     pairs = compare(rows)
     counts = tally(pairs)
     text = markdown(pairs, counts, variants)
+    text += "\n\nEvery setting:\n\n" + settings_markdown(rows)
     summary = {
         "runs": [str(f) for f in folders],
         "adr_variants": variants,

@@ -21,6 +21,8 @@ def _row(method, mode, eps, steps, returns, flip=None):
         "ci95_low": float(np.min(returns)),
         "ci95_high": float(np.max(returns)),
         "flip_rate": flip,
+        "n_episodes": len(returns),
+        "truncated": 0,
         "success_rate": 0.0 if mode == "targeted" else None,
         "attack_ms_per_obs": 1.0 if method != "none" else None,
         "runs": [
@@ -75,7 +77,10 @@ def test_gather_merges_folders_and_pairs_adr_with_pgd(tmp_path):
     main(["--out", str(tmp_path)])  # finds rollout_*/ by itself
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["tally"]["settings"] == 2
-    assert "| coinrun | untargeted | 2 | 10 |" in (tmp_path / "summary.md").read_text()
+    text = (tmp_path / "summary.md").read_text()
+    assert "| coinrun | untargeted | 2 | 10 |" in text
+    assert "| coinrun | - | none | 0 | 0 | 7.50 [0.00, 10.00] | 4 (0) | - | - | - |" in text
+    assert text.count("| coinrun | untargeted | adr |") == 3
     assert (tmp_path / "summary.png").stat().st_size > 10_000
 
 
