@@ -470,3 +470,20 @@ def test_cuda_impala_cnn_adr_matches_cpu():
     assert ((gpu.x >= lo.cuda()) & (gpu.x <= hi.cuda())).all()
     torch.testing.assert_close(gpu.x.cpu(), cpu.x, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(gpu.value.cpu(), cpu.value, rtol=1e-6, atol=1e-6)
+
+
+def test_plain_surrogate_installs_no_hooks_and_refuses_gating():
+    """relax=False (every method but ADR): frozen and restored, but nothing hooked."""
+    net = _tanh_net()
+    x = torch.zeros(2, 3)
+    with ReluSurrogate([net], relax=False) as s:
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+        assert all(not p.requires_grad for p in net.parameters())
+        out, records = s.real(lambda: net(x))
+        torch.testing.assert_close(out, net(x))
+        assert records == []
+        with pytest.raises(RuntimeError, match="relax=True"):
+            s.gated(lambda: net(x), [])
+        with pytest.raises(RuntimeError, match="relax=True"):
+            s.scan_nonlinearities(lambda: net(x))
+    assert all(p.requires_grad for p in net.parameters())
