@@ -12,6 +12,7 @@ normalized by GD's final value) and prints the table that the README shows.
 
     python -m eval.bench_random_relu                     # the README's table
     python -m eval.bench_random_relu --quick             # a 1-minute smoke run, under runs/
+    python -m eval.bench_random_relu --timing-only       # the speed measurements alone
 """
 
 from __future__ import annotations
@@ -190,7 +191,9 @@ def time_per_step(shape: str, batch: int, steps: int, seed: int = 12345) -> dict
 
 def pass_times(net: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
     """Seconds of one forward without graph and one forward + backward to the input."""
-    frozen = [p.requires_grad_(False) for p in net.parameters()]
+    saved = [(p, p.requires_grad) for p in net.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(False)  # gradients to the input only, as in maximize
 
     def forward() -> None:
         with torch.no_grad():
@@ -212,8 +215,8 @@ def pass_times(net: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float
                 best = min(best, (time.perf_counter() - t0) / repeats)
             out[name] = best
     finally:
-        for p in frozen:
-            p.requires_grad_(True)
+        for p, requires_grad in saved:
+            p.requires_grad_(requires_grad)
     return out
 
 
