@@ -97,6 +97,19 @@ def _algorithm_class(algo: str) -> Any:
     return getattr(sb3, algo.upper())
 
 
+def resolve_model_path(path: str | Path) -> Path:
+    """``path`` as given if it exists; a relative path that does not is looked up from the
+    project root too (where ``agents/`` lives), so the shipped ``agents/zoo/...`` paths in
+    the README and the sweep configs work from any working directory."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    import agents
+
+    candidate = Path(agents.__file__).resolve().parent.parent / path
+    return candidate if candidate.exists() else path
+
+
 def load_model(
     path: str | Path,
     allowed: tuple[str, ...],
@@ -105,7 +118,7 @@ def load_model(
 ) -> Any:
     """Load an SB3 model of one of the ``allowed`` algorithms, or say why not
     (``purpose`` leads the list of allowed ones in that message)."""
-    path = Path(path)
+    path = resolve_model_path(path)
     algo = detect_algorithm(path)
     if algo not in allowed:
         raise UserError(

@@ -186,3 +186,19 @@ def test_action_bounds_must_match() -> None:
     other = spaces.Box(-1.0, 1.0, (1,), dtype=np.float32)
     with pytest.raises(UserError, match=r"action space Box\(1,\) float32 in \[-2, 2\]"):
         check_spaces(model, model.observation_space, other, "env")
+
+
+def test_shipped_model_paths_resolve_from_any_working_directory(tmp_path, monkeypatch) -> None:
+    """`agents/zoo/...` (README, sweep configs) works outside the repository root; a path
+    that exists nowhere still fails with the name the user gave."""
+    from eval.loading import OFF_POLICY, load_model, resolve_model_path
+
+    monkeypatch.chdir(tmp_path)
+    path = resolve_model_path("agents/zoo/td3_Pendulum-v1.zip")
+    assert path.is_absolute() and path.exists()
+    assert type(load_model("agents/zoo/td3_Pendulum-v1.zip", OFF_POLICY)).__name__ == "TD3"
+    with pytest.raises(UserError, match=r"model file agents/zoo/nope.zip does not exist"):
+        load_model("agents/zoo/nope.zip", OFF_POLICY)
+    local = tmp_path / "mine.zip"
+    shutil.copy(path, local)
+    assert resolve_model_path("mine.zip") == Path("mine.zip")  # the cwd wins when it has it
