@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -586,38 +587,47 @@ def print_rollout(report: dict[str, Any]) -> None:
             )
 
 
-def draw_returns_vs_eps(ax: Any, rows: list[dict[str, Any]], title: str) -> None:
+LineStyle = tuple[str, dict[str, Any], float]  # label, errorbar options, eps scale
+
+
+def mode_style(method: str, mode: str, steps: int) -> LineStyle:
+    """Default lines: colours in order, solid untargeted, dashed targeted."""
+    label = f"{method}" + (f" ({steps} steps)" if method not in ("fgsm",) else "")
+    return f"{label}, {mode}", {"capsize": 3, "ls": "-" if mode == "untargeted" else "--"}, 1.0
+
+
+def draw_returns_vs_eps(
+    ax: Any,
+    rows: list[dict[str, Any]],
+    title: str,
+    style: Callable[[str, str, int], LineStyle] = mode_style,
+    legend_size: float = 6,
+) -> None:
     """One game's mean return (95% CI) vs eps, one line per method/mode/steps, the clean
-    policy as a band (also ``eval.attack_model``'s plot)."""
-    clean = next(r for r in rows if r["method"] == "none")
-    ax.axhspan(clean["ci95_low"], clean["ci95_high"], color="gray", alpha=0.2)
-    ax.axhline(clean["mean_return"], color="gray", lw=1, label="no attack")
+    policy (a ``none`` row, if any) as a band; ``style`` labels and draws each line (also
+    ``eval.attack_model``'s and ``eval.attack_summary``'s plots)."""
+    clean = next((r for r in rows if r["method"] == "none"), None)
+    if clean is not None:
+        ax.axhspan(clean["ci95_low"], clean["ci95_high"], color="gray", alpha=0.2)
+        ax.axhline(clean["mean_return"], color="gray", lw=1, label="no attack")
     keys = sorted({(r["method"], r["mode"], r["steps"]) for r in rows if r["method"] != "none"})
     for method, mode, steps in keys:
         sel = sorted(
             (r for r in rows if (r["method"], r["mode"], r["steps"]) == (method, mode, steps)),
             key=lambda r: r["eps"],
         )
-        eps = [r["eps"] for r in sel]
+        label, options, scale = style(method, mode, steps)
+        eps = np.array([r["eps"] for r in sel]) * scale
         mean = np.array([r["mean_return"] for r in sel])
         err = np.array(
             [[m - r["ci95_low"], r["ci95_high"] - m] for m, r in zip(mean, sel, strict=True)]
         ).T
-        label = f"{method}" + (f" ({steps} steps)" if method not in ("fgsm",) else "")
-        ax.errorbar(
-            eps,
-            mean,
-            yerr=err,
-            marker="o",
-            capsize=3,
-            ls="-" if mode == "untargeted" else "--",
-            label=f"{label}, {mode}",
-        )
+        ax.errorbar(eps, mean, yerr=err, marker="o", label=label, **options)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("eps (pixel levels of 255)")
     ax.set_ylabel("mean episode return (95% CI)")
     ax.set_title(title)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=legend_size)
 
 
 def plot_returns(report: dict[str, Any], out: Path) -> None:

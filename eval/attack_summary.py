@@ -157,40 +157,12 @@ COLORS = {"random": "tab:brown", "fgsm": "tab:green", "pgd": "tab:red", "adr": "
 OFFSETS = {"random": -0.06, "fgsm": -0.02, "pgd": 0.02, "adr": 0.06}  # log2 shifts, no overlap
 
 
-def draw_panel(
-    ax: Any, clean: dict[str, Any] | None, rows: list[dict[str, Any]], title: str
-) -> None:
-    """Mean return (95% CI) vs eps: a colour per method, solid 10 steps (FGSM: 1), dashed
-    50; the clean policy as a band."""
-    if clean is not None:
-        ax.axhspan(clean["ci95_low"], clean["ci95_high"], color="gray", alpha=0.2)
-        ax.axhline(clean["mean_return"], color="gray", lw=1, label="no attack")
-    for method, steps in sorted({(r["method"], r["steps"]) for r in rows}):
-        sel = sorted(
-            (r for r in rows if (r["method"], r["steps"]) == (method, steps)),
-            key=lambda r: r["eps"],
-        )
-        eps = np.array([r["eps"] for r in sel]) * 2.0 ** OFFSETS.get(method, 0.0)
-        mean = np.array([r["mean_return"] for r in sel])
-        err = np.array(
-            [[m - r["ci95_low"], r["ci95_high"] - m] for m, r in zip(mean, sel, strict=True)]
-        ).T
-        ax.errorbar(
-            eps,
-            mean,
-            yerr=err,
-            marker="o",
-            ms=4,
-            capsize=2,
-            color=COLORS.get(method),
-            ls="--" if steps >= 50 else "-",
-            label=f"{method} ({steps} step{'s' if steps > 1 else ''})",
-        )
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("eps (pixel levels of 255)")
-    ax.set_ylabel("mean episode return (95% CI)")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+def method_style(method: str, mode: str, steps: int) -> tuple[str, dict[str, Any], float]:
+    """A colour per method, solid 10 steps (FGSM: 1), dashed 50, methods shifted apart."""
+    ls = "--" if steps >= 50 else "-"
+    options = {"ms": 4, "capsize": 2, "color": COLORS.get(method), "ls": ls}
+    label = f"{method} ({steps} step{'s' if steps > 1 else ''})"
+    return label, options, 2.0 ** OFFSETS.get(method, 0.0)
 
 
 METHOD_ORDER = {"none": 0, "random": 1, "fgsm": 2, "pgd": 3, "adr": 4}
@@ -221,16 +193,19 @@ def settings_markdown(rows: dict[Key, dict[str, Any]]) -> str:
 
 def plot(rows: dict[Key, dict[str, Any]], path: Path) -> None:
     """One panel per game and mode."""
+    from eval.attack_procgen import draw_returns_vs_eps
+
     games = sorted({k[0] for k in rows})
     modes = [m for m in ("untargeted", "targeted") if any(k[2] == m for k in rows)]
     fig, axes = plt.subplots(
         len(games), len(modes), figsize=(6.5 * len(modes), 4.5 * len(games)), squeeze=False
     )
     for i, game in enumerate(games):
-        clean = next((r for k, r in rows.items() if k[0] == game and k[1] == "none"), None)
+        clean = [r for k, r in rows.items() if k[0] == game and k[1] == "none"]
         for j, mode in enumerate(modes):
             sel = [r for k, r in rows.items() if k[0] == game and k[1] != "none" and k[2] == mode]
-            draw_panel(axes[i][j], clean, sel, f"PPO {game}, {mode}, unseen levels")
+            title = f"PPO {game}, {mode}, unseen levels"
+            draw_returns_vs_eps(axes[i][j], clean[:1] + sel, title, method_style, legend_size=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
