@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from adr_rl.attack import ObservationAttack
 from adr_rl.extractors import impala_cnn_policy_kwargs
+from adr_rl.surrogate import ReluSurrogate
 from eval import cli
 
 
@@ -108,10 +109,7 @@ def pass_times(policy: ActorCriticCnnPolicy, obs: np.ndarray, device: str) -> di
         z = x.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(logits(z).logsumexp(1).sum(), z)
 
-    policy.eval()
-    for p in policy.parameters():
-        p.requires_grad_(False)
-    try:
+    with ReluSurrogate([policy], relax=False):  # eval mode, frozen, then restored exactly
         forward(), forward_backward()  # warm-up
         return {
             "forward_nograd_s": float(np.median([timed(forward, device) for _ in range(5)])),
@@ -119,9 +117,6 @@ def pass_times(policy: ActorCriticCnnPolicy, obs: np.ndarray, device: str) -> di
                 np.median([timed(forward_backward, device) for _ in range(5)])
             ),
         }
-    finally:
-        for p in policy.parameters():
-            p.requires_grad_(True)
 
 
 def main(argv: list[str] | None = None) -> None:

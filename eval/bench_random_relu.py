@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from adr_rl import ADRConfig, adr_sync_config, maximize, network_evaluations
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
+from adr_rl.surrogate import ReluSurrogate
 from eval import cli
 
 SHAPES = {"small": (10, 64, 64, 1), "large": (128, 500, 500, 500, 1)}
@@ -191,9 +192,6 @@ def time_per_step(shape: str, batch: int, steps: int, seed: int = 12345) -> dict
 
 def pass_times(net: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
     """Seconds of one forward without graph and one forward + backward to the input."""
-    saved = [(p, p.requires_grad) for p in net.parameters()]
-    for p, _ in saved:
-        p.requires_grad_(False)  # gradients to the input only, as in maximize
 
     def forward() -> None:
         with torch.no_grad():
@@ -204,7 +202,7 @@ def pass_times(net: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float
         torch.autograd.grad(net(z).sum(), z)
 
     out = {}
-    try:
+    with ReluSurrogate([net], relax=False):  # frozen (input gradients only), then restored
         for name, fn in (("forward_nograd_s", forward), ("forward_backward_s", forward_backward)):
             fn()
             best = math.inf
@@ -214,9 +212,6 @@ def pass_times(net: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float
                     fn()
                 best = min(best, (time.perf_counter() - t0) / repeats)
             out[name] = best
-    finally:
-        for p, requires_grad in saved:
-            p.requires_grad_(requires_grad)
     return out
 
 
