@@ -332,9 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in tqdm(seeds, desc=f"{shape} networks"):
             per_seed.append({"seed": seed, "runs": run_seed(shape, seed, names, args.steps)})
         runs = [s["runs"] for s in per_seed]
-        timing = {
-            f"batch_{b}": time_per_step(shape, b, args.timing_steps) for b in args.timing_batches
-        }
+        timing = shape_timing(shape, args)
         results["shapes"][shape] = {
             "per_seed": per_seed,
             "aggregate": aggregate(runs, names),
@@ -347,11 +345,21 @@ def main(argv: list[str] | None = None) -> None:
             "timing": timing,
         }
     if "small" in args.shapes:
-        results["batched_vs_looped"] = time_batched("small", 256, max(args.timing_steps // 4, 10))
+        results["batched_vs_looped"] = batched_timing(args)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "curves.png")
     print_table(results)
     print(f"wrote {out / 'results.json'} and {out / 'curves.png'}")
+
+
+def shape_timing(shape: str, args: Args) -> dict[str, dict[str, float]]:
+    """ADR vs GD per step (and the network's passes) at every ``--timing-batches`` size."""
+    return {f"batch_{b}": time_per_step(shape, b, args.timing_steps) for b in args.timing_batches}
+
+
+def batched_timing(args: Args) -> dict[str, float]:
+    """256 small-network problems in one call vs one at a time."""
+    return time_batched("small", 256, max(args.timing_steps // 4, 10))
 
 
 def run_timing(args: Args, out: Path) -> None:
@@ -362,11 +370,9 @@ def run_timing(args: Args, out: Path) -> None:
         "shapes": {},
     }
     for shape in tqdm(args.shapes, desc="timing"):
-        timing["shapes"][shape] = {
-            f"batch_{b}": time_per_step(shape, b, args.timing_steps) for b in args.timing_batches
-        }
+        timing["shapes"][shape] = shape_timing(shape, args)
     if "small" in args.shapes:
-        timing["batched_vs_looped"] = time_batched("small", 256, max(args.timing_steps // 4, 10))
+        timing["batched_vs_looped"] = batched_timing(args)
     (out / "timing.json").write_text(json.dumps(timing, indent=1))
     for shape, per_batch in timing["shapes"].items():
         for b, t in per_batch.items():
