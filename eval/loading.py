@@ -104,10 +104,15 @@ def resolve_model_path(path: str | Path) -> Path:
     path = Path(path)
     if path.exists() or path.is_absolute():
         return path
+    candidate = _agents_dir().parent / path
+    return candidate if candidate.exists() else path
+
+
+def _agents_dir() -> Path:
+    """The installed ``agents`` package (its ``zoo/`` holds the shipped agents)."""
     import agents
 
-    candidate = Path(agents.__file__).resolve().parent.parent / path
-    return candidate if candidate.exists() else path
+    return Path(agents.__file__).resolve().parent
 
 
 def load_model(
@@ -188,9 +193,7 @@ def check_spaces(
 
 def zoo_path(name: str) -> Path:
     """A shipped agent, ``agents/zoo/<name>.zip``, wherever the command runs from."""
-    import agents
-
-    path = Path(agents.__file__).resolve().parent / "zoo" / f"{name}.zip"
+    path = _agents_dir() / "zoo" / f"{name}.zip"
     if not path.exists():
         raise UserError(f"shipped agent {name!r} not found at {path}")
     return path
