@@ -255,6 +255,10 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "adr_sync, re-sync every 2 steps": ("adr_sync", {"resync_freq": 2}),
     "adr_sync, no consistency term": ("adr_sync", {"use_constraint": False}),
     "adr_sync, eta kick every 5 steps": ("adr_sync", {"perturb_freq": 5, "grad_threshold": 1e9}),
+    # Gate temperature: alpha 200 puts the initial gates at sigmoid(+-2) instead of
+    # sigmoid(+-20), so the eta gradient is no longer ~1e-5 and off units leak gradient.
+    "adr_sync, 10x softer gates (alpha 200)": ("adr_sync", {"alpha": 200.0}),
+    "adr_sync, alpha 200, re-sync every step": ("adr_sync", {"alpha": 200.0, "resync_freq": 1}),
 }
 
 
@@ -269,7 +273,7 @@ def tune_ablations(model: PPO, obs: np.ndarray, args: Args) -> list[dict[str, An
                 r.pop("flipped")
                 rows.append({"name": name, "eps": eps, "steps": steps, **r})
                 tqdm.write(
-                    f"  {name:<36} eps={eps:g} steps={steps}: flip {r['flip_rate']:.4f}, "
+                    f"  {name:<40} eps={eps:g} steps={steps}: flip {r['flip_rate']:.4f}, "
                     f"mean cross-entropy {r['mean_objective']:.4f}"
                 )
     return rows
