@@ -14,15 +14,15 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from envs.procgen import TRAIN_LEVELS, LevelSplit, level_split, make_procgen_vec_env
+from eval import cli
 from eval.stats import bootstrap_mean_ci
 
 
@@ -194,27 +194,42 @@ def summarize(result: RolloutResult, seed: int = 0) -> dict[str, float]:
     }
 
 
+@dataclass
+class Args:
+    model: str = ""
+    """SB3 PPO/A2C/DQN .zip; empty: a uniformly random policy"""
+    env: str = "coinrun"
+    """Procgen game"""
+    split: Literal["train", "unseen"] = "unseen"
+    """levels: the training levels or the unseen ones (envs.procgen)"""
+    n_episodes: int = 100
+    """episodes in all, split evenly over the envs"""
+    n_envs: int = 16
+    """parallel envs"""
+    seed: int = 0
+    """seed of the level sequence, the action sampling and the bootstrap"""
+    deterministic: bool = False
+    """argmax actions instead of sampling"""
+    out: str = ""
+    """write the per-episode results as JSON here"""
+    threads: int = 1
+    """torch.set_num_threads"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Roll out an SB3 policy on a Procgen game.")
-    parser.add_argument("--model", default="", help="SB3 PPO .zip; empty: random policy")
-    parser.add_argument("--env", default="coinrun", help="Procgen game")
-    parser.add_argument("--split", default="unseen", choices=["train", "unseen"])
-    parser.add_argument("--n-episodes", type=int, default=100)
-    parser.add_argument("--n-envs", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--deterministic", action="store_true")
-    parser.add_argument("--out", default="", help="write the per-episode results as JSON here")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    args = parser.parse_args(argv)
+    args = cli.parse_args(Args, "Roll out an SB3 policy on a Procgen game.", argv)
 
     import torch
-    from stable_baselines3 import PPO
     from stable_baselines3.common.utils import set_random_seed
+
+    from eval.loading import ON_PROCGEN, load_model
 
     torch.set_num_threads(args.threads)
     set_random_seed(args.seed)
     policy: PredictPolicy = (
-        PPO.load(args.model, device="cpu") if args.model else RandomPolicy(seed=args.seed)
+        load_model(args.model, ON_PROCGEN, purpose="rollouts support")
+        if args.model
+        else RandomPolicy(seed=args.seed)
     )
     result = rollout(
         policy,

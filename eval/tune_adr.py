@@ -5,20 +5,23 @@ seeds from 1000 on. A variant is ``name:method:key=value,key=value`` with keys o
 ``adr_rl.ADRConfig`` (or the baseline's config)::
 
     python -m eval.tune_adr --shape small --seeds 12 \\
-        --variant "paper:adr:" --variant "ns:adr:eta_step=normalize,lr_eta=0.05"
+        --variant "paper:adr:" --variant "sync5:adr:resync_freq=5,objective_scale=grad"
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+import tyro
 
 from adr_rl import ADRConfig, maximize
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
+from eval import cli
 from eval.bench_random_relu import SHAPES, random_relu_net, steps_for
 
 CONFIGS = {
@@ -53,19 +56,31 @@ def parse_variant(text: str) -> tuple[str, str, object, float | None]:
     return name, method, config, lr
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--shape", default="small", choices=list(SHAPES))
-    parser.add_argument("--seeds", type=int, default=12)
-    parser.add_argument("--seed-offset", type=int, default=1000)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--variant", action="append", required=True)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
-    assert args.seed_offset >= 1000, "tuning seeds must stay disjoint from the reported 0..19"
+@dataclass
+class Args:
+    variant: Annotated[list[str], tyro.conf.UseAppendAction]
+    """``name:method:key=value,...`` (repeat the flag for several); GD always runs too"""
+    shape: Literal["small", "large"] = "small"
+    """network shape (small: 10-64-64-1, large: 128-500-500-500-1)"""
+    seeds: int = 12
+    """number of networks (seeds seed_offset .. seed_offset + seeds - 1)"""
+    seed_offset: int = 1000
+    """first seed; must be >= 1000, disjoint from the reported seeds 0..19"""
+    steps: int = 3000
+    """ADR iterations; the other methods get the same network evaluations"""
+    threads: int = 1
+    """torch.set_num_threads"""
+    out: str = ""
+    """write the per-seed values and the summary as JSON here"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse_args(Args, __doc__, argv)
+    if args.seed_offset < 1000:
+        raise SystemExit(
+            f"--seed-offset {args.seed_offset}: tuning seeds must stay disjoint from the "
+            "reported 0..19; use 1000 or more"
+        )
     torch.set_num_threads(args.threads)
     variants = [parse_variant(v) for v in args.variant]
     values = {name: [] for name, *_ in variants}
@@ -104,7 +119,7 @@ def main() -> None:
         )
     if args.out:
         Path(args.out).write_text(
-            json.dumps({"args": vars(args), "values": values, "summary": rows}, indent=1)
+            json.dumps({"args": asdict(args), "values": values, "summary": rows}, indent=1)
         )
 
 

@@ -109,3 +109,30 @@ def test_summarize():
     s = summarize(result)
     assert s["mean_return"] == 5.0 and s["mean_length"] == 25.0 and s["n_episodes"] == 4
     assert 0.0 <= s["ci95_low"] <= 5.0 <= s["ci95_high"] <= 10.0
+
+
+def test_command_line_writes_the_episodes_it_prints(tmp_path, monkeypatch, capsys):
+    """``python -m eval.rollout``: the shipped model by its README path from any working
+    directory; the JSON holds the episodes the printed mean summarizes."""
+    import json
+
+    from eval.rollout import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "episodes.json"
+    argv = ["--model", "agents/zoo/ppo_coinrun.zip", "--n-episodes", "4", "--n-envs", "2"]
+    main([*argv, "--out", str(out)])
+    data = json.loads(out.read_text())
+    returns = np.array(data["returns"])
+    assert returns.shape == (4,) and data["summary"]["mean_return"] == returns.mean()
+    assert f"mean return {returns.mean():.2f}" in capsys.readouterr().out
+
+
+def test_command_line_rejects_a_bad_split_and_a_continuous_agent(tmp_path):
+    from eval.loading import UserError
+    from eval.rollout import main
+
+    with pytest.raises(SystemExit):
+        main(["--split", "test"])
+    with pytest.raises(UserError, match="rollouts support"):
+        main(["--model", "agents/zoo/td3_Pendulum-v1.zip", "--n-episodes", "1"])
