@@ -534,6 +534,14 @@ class AttackStats:
     def success_rate(self) -> float:
         return self.succeeded / self.attacked if self.attacked else float("nan")
 
+    def count(self, res: AttackResult) -> None:
+        """Add one :meth:`ObservationAttack.perturb` call's observations."""
+        self.attacked += len(res.clean_actions)
+        self.flipped += int(res.flipped.sum())
+        self.succeeded += int(res.success.sum())
+        self.seconds += res.seconds
+        self.calls += 1
+
 
 def _attack_rows(
     attack: ObservationAttack, schedule: _Schedule, stats: AttackStats, obs: np.ndarray
@@ -547,11 +555,7 @@ def _attack_rows(
     res = attack.perturb(obs[rows])
     out = obs.copy()
     out[rows] = res.obs
-    stats.attacked += rows.size
-    stats.flipped += int(res.flipped.sum())
-    stats.succeeded += int(res.success.sum())
-    stats.seconds += res.seconds
-    stats.calls += 1
+    stats.count(res)
     return out
 
 

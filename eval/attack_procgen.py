@@ -41,7 +41,7 @@ from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from adr_rl.attack import ObservationAttack, attack_adr_config  # noqa: E402
+from adr_rl.attack import AttackStats, ObservationAttack, attack_adr_config  # noqa: E402
 from envs.procgen import UNSEEN_LEVELS, LevelSplit, make_procgen_vec_env  # noqa: E402
 from eval import cli  # noqa: E402
 from eval.loading import zoo_path  # noqa: E402
@@ -440,8 +440,7 @@ def play(
     waiting = np.zeros(n_envs, dtype=bool)  # capped: wait for the episode's real end
     ep_ret, ep_len = np.zeros(n_envs), np.zeros(n_envs, dtype=np.int64)
     returns, lengths, truncated = [], [], []
-    n_attacked = n_flipped = n_success = calls = 0
-    seconds = 0.0
+    stats = AttackStats()  # steps stays 0: only attacked observations are counted
     try:
         obs = venv.reset()
         with tqdm(total=n_episodes, desc=desc, unit="ep", leave=False) as bar:
@@ -452,11 +451,7 @@ def play(
                     res = attack.perturb(obs[active])
                     seen = obs.copy()
                     seen[active] = res.obs
-                    n_attacked += int(active.sum())
-                    n_flipped += int(res.flipped.sum())
-                    n_success += int(res.success.sum())
-                    seconds += res.seconds
-                    calls += 1
+                    stats.count(res)
                 actions, _ = model.predict(seen, deterministic=False)
                 obs, rewards, dones, _ = venv.step(actions)
                 ep_ret += rewards
@@ -479,11 +474,11 @@ def play(
         "returns": returns,
         "lengths": lengths,
         "truncated": truncated,
-        "attacked_obs": n_attacked,
-        "flipped": n_flipped,
-        "succeeded": n_success,
-        "attack_seconds": seconds,
-        "attack_calls": calls,
+        "attacked_obs": stats.attacked,
+        "flipped": stats.flipped,
+        "succeeded": stats.succeeded,
+        "attack_seconds": stats.seconds,
+        "attack_calls": stats.calls,
     }
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from adr_rl import ADRConfig, NonReluNetworkError, maximize
-from adr_rl.attack import AttackedPolicy, AttackedVecEnv, ObservationAttack
+from adr_rl.attack import AttackedPolicy, AttackedVecEnv, AttackStats, ObservationAttack
 from adr_rl.extractors import ImpalaCNN
 
 METHODS = ["fgsm", "pgd", "adr", "adr_sync", "random"]
@@ -436,6 +436,20 @@ def test_fraction_schedule_attacks_about_that_share():
         none.predict(obs, deterministic=True)[0], policy.predict(obs, deterministic=True)[0]
     )
     assert none.stats.attacked == 0
+
+
+def test_attack_stats_count_what_each_call_did():
+    policy = _impala_policy()
+    attack = ObservationAttack(policy, eps=8, steps=3, method="pgd")
+    stats = AttackStats()
+    results = [attack.perturb(_images(n, seed=n)) for n in (5, 3)]
+    for res in results:
+        stats.count(res)
+    flipped = sum(int(r.flipped.sum()) for r in results)
+    assert (stats.attacked, stats.calls, stats.flipped, stats.steps) == (8, 2, flipped, 0)
+    assert stats.flip_rate == flipped / 8 and stats.success_rate == flipped / 8  # untargeted
+    assert stats.seconds == sum(r.seconds for r in results) > 0
+    assert np.isnan(AttackStats().flip_rate)
 
 
 # --------------------------------------------------------------------------------------
