@@ -286,6 +286,7 @@ def maximize(
     config: ADRConfig | AdamConfig | RestartGDConfig | PerturbedGDConfig | CEMConfig | None = None,
     record_history: bool = False,
     progress: bool = False,
+    compile: bool = False,
 ) -> MaximizeResult:
     """Maximize ``objective(fn(x), x)`` over the box ``[lower, upper]`` from ``x0``.
 
@@ -314,11 +315,22 @@ def maximize(
         callable ``fn`` with fixed context (e.g. a critic's observations) must accept that.
     :param record_history: keep the best-so-far value after every step.
     :param progress: show a tqdm bar over the steps.
+    :param compile: run each iteration as one ``torch.compile``'d graph (``adr``,
+        ``adr_sync``, ``gd``, ``pgd``; ``adr_rl/compiled.py``). The first call for a
+        network and shape compiles (seconds to a minute); later ones reuse it. Same
+        iterates up to float rounding, several times faster per step on small problems.
+        Needs the backend's toolchain (a C++ compiler on CPU, Triton on CUDA).
     :raises NonReluNetworkError: ``adr``/``adr_sync`` on a network that is not a ReLU
         network ADR can relax.
     :raises ValueError: bad bounds, shapes, ``x0`` with NaN or outside the box, ...
+    :raises adr_rl.compiled.CompileError: ``compile=True`` where the backend cannot build.
     """
     _check_method(method)
+    if compile:
+        from adr_rl.compiled import COMPILED_METHODS
+
+        if method not in COMPILED_METHODS:
+            raise ValueError(f"compile=True supports {', '.join(COMPILED_METHODS)}, not {method!r}")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     if network is None:
@@ -353,7 +365,16 @@ def maximize(
         steps_run = 1 if method == "fgsm" else steps
         bar = tqdm(total=steps_run, desc=f"maximize[{method}]", disable=not progress, leave=False)
         try:
-            if method in ("adr", "adr_sync"):
+            if compile:
+                from adr_rl import compiled
+
+                if method in ("adr", "adr_sync"):
+                    info = compiled.run_adr(problem, steps_run, lr, cast(ADRConfig, config), bar)
+                else:
+                    info = compiled.run_gradient(problem, method, steps_run, lr, bar)
+                if method in ("adr", "adr_sync"):
+                    info["config"] = dataclasses.asdict(cast(ADRConfig, config))
+            elif method in ("adr", "adr_sync"):
                 info = _run_adr(problem, steps_run, lr, cast(ADRConfig, config), bar)
             elif method == "random":
                 info = _run_random(problem, steps_run, bar)

@@ -294,6 +294,9 @@ class ReluSurrogate:
             yield
         finally:
             self._mode, self._gates, self._gate_shapes, self._site_fn = "off", (), (), None
+            # Hand the records to the caller only: kept here they would hold the pass's
+            # graph alive, and leak out of a torch.compile'd step.
+            self._records = []
 
     # -- evaluations -------------------------------------------------------------------
     def real(

@@ -1,0 +1,274 @@
+"""``maximize(..., compile=True)``: one ``torch.compile``'d graph per iteration.
+
+On small problems an eager iteration is dominated by per-op dispatch and Python (an
+ADR step on the paper's 10-64-64-1 network is ~100 tensor ops of a few microseconds
+each), not by arithmetic. Compiling the whole iteration (scoring forward, surrogate
+forward, ``autograd.grad``, the updates) lets the backend fuse it into a few kernels.
+
+The compiled ADR step is the same method as the eager one in ``adr_rl/optim.py``,
+written with plain differentiable ops instead of the hand-fused site node (the compiler
+does the fusing); the eager loop around it keeps what needs Python or random numbers:
+re-syncs, noise kicks, restarts, history and the progress bar, in the same order as
+the eager path, so both visit the same iterates up to float rounding
+(``tests/test_compiled.py``). The network is still seen through the
+:class:`~adr_rl.surrogate.ReluSurrogate` hooks, which the compiler traces; the user's
+network is frozen and restored exactly as in eager mode.
+
+``torch._dynamo.config.trace_autograd_ops`` (``autograd.grad`` inside the graph) and a
+higher ``recompile_limit`` hold only while a compiled step runs; nothing global is left
+changed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from adr_rl.optim import (
+    ADRConfig,
+    _clipped,
+    _normalized,
+    _Problem,
+    _Units,
+)
+from adr_rl.surrogate import ReluSurrogate
+
+COMPILED_METHODS = ("adr", "adr_sync", "gd", "pgd")
+
+Evaluate = Callable[[torch.Tensor], torch.Tensor]
+
+
+class CompileError(RuntimeError):
+    """``torch.compile`` could not build the step (e.g. no C++ compiler for CPU)."""
+
+
+def _offer(
+    best_x: torch.Tensor, best_v: torch.Tensor, x: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ingredient 6 as a pure function: keep ``x`` where it beats the best so far."""
+    better = value > best_v
+    mask = better.view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(mask, x, best_x), torch.where(better, value, best_v)
+
+
+def _violation(
+    zs: list[torch.Tensor], w: torch.Tensor, units: _Units, cfg: ADRConfig
+) -> torch.Tensor:
+    """Ingredient 3, ``C(x, eta)`` per problem, differentiable in ``z`` and ``w``: the
+    same expression the eager path's fused node computes (see ``_GatedSite``)."""
+    total = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+    for i, z in enumerate(zs):
+        zf = units.flat_site(z, i)
+        wf = w[:, units.starts[i] : units.starts[i] + units.sizes[i]]
+        if cfg.aggregate == "max":
+            site = (zf * wf).neg().relu().amax(dim=1)
+        else:
+            site = (zf * wf).neg().relu().sum(dim=1)
+        denominator: float | torch.Tensor = cfg.alpha
+        if cfg.normalization == "layer":
+            rms = torch.linalg.vector_norm(zf.detach(), dim=1)
+            denominator = (rms * (zf.shape[1] ** -0.5 * cfg.alpha)).clamp_min(1e-12)
+        total = total + site / denominator
+    return total
+
+
+def _adr_step(
+    surrogate: ReluSurrogate,
+    evaluate: Evaluate,
+    units: _Units,
+    cfg: ADRConfig,
+    lr: float,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    c: torch.Tensor,
+    seed_j_hat: torch.Tensor,
+    best_x: torch.Tensor,
+    best_v: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    clamp_w: bool,
+) -> tuple[torch.Tensor, ...]:
+    """One ADR iteration (METHOD.md, ingredients 2-6) without its random parts.
+
+    :param clamp_w: clamp ``w`` to its bounds after the ``eta`` step; ``False`` where
+        the caller adds a noise kick first and clamps after it, as the eager path does.
+    :return: ``x`` after the step, ``w`` after the ``eta`` step, ``c``, the new best
+        iterate and value, and the ``eta`` gradient norm ``(B, 1)`` (zeros without an
+        ``eta`` step).
+    """
+    with torch.no_grad():
+        value, _ = surrogate.real(functools.partial(evaluate, x), record=False)
+    best_x, best_v = _offer(best_x, best_v, x, value)
+    with torch.enable_grad():
+        x_var = x.detach().requires_grad_(True)
+        w_var = w.detach().requires_grad_(cfg.use_eta_step)
+        gates = units.views(torch.sigmoid(w_var))
+        j_hat, zs = surrogate.gated(functools.partial(evaluate, x_var), gates)
+        loss = j_hat * seed_j_hat
+        violation = torch.zeros_like(c)
+        if cfg.use_constraint:
+            violation = _violation(zs, w_var, units, cfg)
+            loss = loss + c * violation
+        inputs = [x_var, w_var] if cfg.use_eta_step else [x_var]
+        grads = torch.autograd.grad(loss.sum(), inputs)
+    gx = grads[0]
+    step = gx.sign() if cfg.x_step == "sign" else _clipped(gx)
+    x = torch.maximum(torch.minimum(x - lr * step, hi), lo)
+    eta_grad_norm = torch.zeros_like(c[:, None])
+    if cfg.use_eta_step:
+        grad_w = grads[1]
+        # dL/deta = -alpha dL/dw; the paper's clipped eta step, written for w.
+        eta_grad_norm = cfg.alpha * torch.linalg.vector_norm(grad_w, dim=1, keepdim=True)
+        w = w + grad_w * (-(cfg.alpha**2 * cfg.lr_eta) / eta_grad_norm.clamp_min(1.0))
+        if clamp_w:
+            w = w.clamp(cfg.alpha * (0.5 - cfg.eta_max), cfg.alpha * (0.5 - cfg.eta_min))
+    v = violation.detach()
+    c = torch.where(v > 0, c + cfg.lr_c * v, c * (1.0 - cfg.lr_c)).clamp(cfg.c_min, cfg.c_max)
+    return x, w, c, best_x, best_v, eta_grad_norm
+
+
+def _gradient_step(
+    surrogate: ReluSurrogate,
+    evaluate: Evaluate,
+    method: str,
+    lr: float,
+    x: torch.Tensor,
+    best_x: torch.Tensor,
+    best_v: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """One iteration of normalized-gradient (``gd``) or sign-gradient (``pgd``) ascent."""
+    with torch.enable_grad():
+        x_var = x.detach().requires_grad_(True)
+        value, _ = surrogate.real(functools.partial(evaluate, x_var), record=False)
+        (grad,) = torch.autograd.grad(value.sum(), [x_var])
+    best_x, best_v = _offer(best_x, best_v, x, value.detach())
+    step = _normalized(grad) if method == "gd" else grad.sign()
+    x = torch.maximum(torch.minimum(x + lr * step, hi), lo)
+    return x, best_x, best_v
+
+
+_compiled: dict[str, Callable[..., Any]] = {}
+
+
+def _compiled_fn(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(fn)``, built once per process (its cache holds one graph per
+    network, configuration and shape it has seen)."""
+    if name not in _compiled:
+        _compiled[name] = torch.compile(fn, fullgraph=False, dynamic=False)
+    return _compiled[name]
+
+
+def _call(name: str, fn: Callable[..., Any], *args: Any) -> tuple[torch.Tensor, ...]:
+    step = _compiled_fn(name, fn)
+    try:
+        # One graph per network, configuration and shape: allow more than dynamo's
+        # default 8 before it would silently fall back to eager.
+        with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=64):
+            return step(*args)  # type: ignore[no-any-return]
+    except torch._dynamo.exc.BackendCompilerFailed as exc:
+        raise CompileError(
+            "compile=True: torch.compile could not build the step (on CPU the inductor "
+            "backend needs a working C++ compiler, e.g. g++; on CUDA, Triton). Run without "
+            f"compile=True, or fix the toolchain: {str(exc).strip().splitlines()[0]}"
+        ) from exc
+
+
+def run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: Any) -> dict[str, Any]:
+    """ADR with a compiled iteration; the same loop as ``optim._run_adr``."""
+    from adr_rl.optim import _gradient, _self_check
+
+    x = problem.best_x.clone()
+    dtype = x.dtype
+    units = _Units(problem.signs0)
+    _self_check(problem, x)
+    w = units.empty(problem.batch, x)
+    units.set_pattern(w, problem.signs0, cfg)
+    w_min, w_max = cfg.alpha * (0.5 - cfg.eta_max), cfg.alpha * (0.5 - cfg.eta_min)
+    c = torch.full((problem.batch,), cfg.c_init, dtype=dtype, device=x.device)
+    scale = torch.ones_like(c)
+    if cfg.objective_scale == "grad":
+        _, g0 = _gradient(problem, x)
+        scale = g0.flatten(1).norm(dim=1).clamp_min(1e-12)
+    seed_j_hat = -(torch.ones_like(scale) / scale)
+    kicks = 0
+    for t in range(1, steps + 1):
+        if cfg.resync_freq and t % cfg.resync_freq == 0:
+            _, signs = problem.true_value(x, record=True)
+            units.set_pattern(w, signs, cfg)
+        kick = cfg.use_noise and t % cfg.perturb_freq == 0
+        x, w, c, problem.best_x, problem.best_value, eta_grad_norm = _call(
+            "adr",
+            _adr_step,
+            problem.surrogate,
+            problem.evaluate,
+            units,
+            cfg,
+            lr,
+            x,
+            w,
+            c,
+            seed_j_hat,
+            problem.best_x,
+            problem.best_value,
+            problem.lo,
+            problem.hi,
+            not kick,
+        )
+        if kick:
+            noise = torch.randn(w.shape, generator=problem.generator, device=w.device, dtype=dtype)
+            if cfg.use_eta_step:
+                stuck = eta_grad_norm < cfg.grad_threshold
+            else:
+                stuck = torch.ones_like(c[:, None], dtype=torch.bool)
+            w = w.clone()
+            units.add_logical(w, noise, (cfg.alpha * cfg.noise_scale) * stuck)
+            kicks += int(stuck.sum())
+            w = w.clamp(w_min, w_max)
+        if cfg.restart_every and t % cfg.restart_every == 0:
+            x = problem.uniform()
+            _, signs = problem.true_value(x)
+            w = w.clone()
+            units.set_pattern(w, signs, cfg)
+            c = torch.full_like(c, cfg.c_init)
+        problem.record()
+        bar.update()
+    problem.finish(x)
+    return {"lr": lr, "noise_kicks": kicks, "compiled": True}
+
+
+def run_gradient(problem: _Problem, method: str, steps: int, lr: float, bar: Any) -> dict[str, Any]:
+    """``gd``/``pgd`` with a compiled iteration; the same loop as ``optim._run_gradient``."""
+    x = problem.best_x.clone()
+    for _ in range(steps):
+        x, problem.best_x, problem.best_value = _call(
+            "gradient",
+            _gradient_step,
+            problem.surrogate,
+            problem.evaluate,
+            method,
+            lr,
+            x,
+            problem.best_x,
+            problem.best_value,
+            problem.lo,
+            problem.hi,
+        )
+        problem.record()
+        bar.update()
+    problem.finish(x)
+    return {"lr": lr, "compiled": True}
+
+
+def compiler_available() -> bool:
+    """Whether ``torch.compile``'s default backend can build CPU code here (a C++
+    compiler on the PATH); CUDA needs Triton instead."""
+    import shutil
+
+    cxx = torch._inductor.config.cpp.cxx
+    names = [c for c in (cxx if isinstance(cxx, tuple) else (cxx,)) if c]
+    return any(shutil.which(n) for n in [*names, "g++", "c++", "clang++"])

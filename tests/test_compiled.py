@@ -1,0 +1,114 @@
+"""``maximize(..., compile=True)``: the compiled iteration visits the eager iterates.
+
+Skipped where ``torch.compile`` cannot build CPU code (no C++ compiler); the error for
+an unsupported method needs no compiler and always runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+
+from adr_rl import ADRConfig, maximize
+from adr_rl.compiled import COMPILED_METHODS, compiler_available
+from tests.nets import SmallResNet, mlp
+from tests.test_adr_reference import CONFIGS
+
+needs_compiler = pytest.mark.skipif(
+    not compiler_available(), reason="torch.compile needs a C++ compiler on CPU"
+)
+
+
+def _problem(dtype=torch.float64):
+    net = mlp((6, 24, 24, 1), seed=3, dtype=dtype)
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(5, 6, generator=g, dtype=dtype) * 1.6 - 0.8
+    return net, x0
+
+
+def _assert_same_run(net, x0, steps, **kwargs):
+    eager = maximize(net, x0, -1.0, 1.0, steps=steps, record_history=True, **kwargs)
+    compiled = maximize(
+        net, x0, -1.0, 1.0, steps=steps, record_history=True, compile=True, **kwargs
+    )
+    torch.testing.assert_close(compiled.history, eager.history, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(compiled.x, eager.x, rtol=1e-10, atol=1e-12)
+    assert compiled.info["compiled"] and compiled.value.shape == (x0.shape[0],)
+    return eager, compiled
+
+
+WITH_RANDOMNESS = {
+    # Noise kicks every 3 steps for every problem, restarts every 5: the eager loop
+    # around the compiled step draws the same numbers in the same order.
+    "noise-restarts": dataclasses.replace(
+        CONFIGS["soft-gates"],
+        use_noise=True,
+        perturb_freq=3,
+        grad_threshold=1e9,
+        noise_scale=0.05,
+        restart_every=5,
+    ),
+    "paper-noise": ADRConfig(perturb_freq=4, grad_threshold=1e9),
+}
+
+
+@needs_compiler
+@pytest.mark.parametrize("name", [*CONFIGS, *WITH_RANDOMNESS])
+def test_compiled_adr_visits_the_eager_iterates(name):
+    cfg = {**CONFIGS, **WITH_RANDOMNESS}[name]
+    net, x0 = _problem()
+    lr = 0.05 if cfg.x_step == "sign" else 0.3
+    eager, compiled = _assert_same_run(net, x0, 12, method="adr", config=cfg, lr=lr, seed=4)
+    assert compiled.info["noise_kicks"] == eager.info["noise_kicks"]
+    assert (compiled.value > compiled.initial_value).any()  # the run is not vacuous
+
+
+@needs_compiler
+@pytest.mark.parametrize("method", ["gd", "pgd", "adr_sync"])
+def test_compiled_baselines_and_adr_sync_match_eager(method):
+    net, x0 = _problem()
+    _assert_same_run(net, x0, 10, method=method, lr=0.1)
+
+
+@needs_compiler
+def test_compiled_adr_on_a_residual_cnn():
+    net = SmallResNet().double()  # conv, max-pool, residual block with an inplace ReLU
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    _assert_same_run(
+        net, x0, 4, method="adr", objective=lambda out, x: out[:, 0], config=CONFIGS["soft-gates"]
+    )
+
+
+@needs_compiler
+def test_compiled_run_is_one_graph_per_step_and_keeps_the_invariants_and_the_network():
+    net, x0 = _problem(torch.float32)
+    x0 = torch.cat([x0, x0[:2] * 0.5])  # a batch size no other test compiles for
+    torch._dynamo.utils.counters.clear()
+    net.train()
+    net[0].weight.requires_grad_(False)
+    before = copy.deepcopy(net.state_dict())
+    flags = [p.requires_grad for p in net.parameters()]
+    res = maximize(net, x0, -0.9, 0.9, steps=20, method="adr_sync", compile=True)
+    assert ((res.x >= -0.9) & (res.x <= 0.9)).all()
+    assert (res.value >= res.initial_value).all()
+    torch.testing.assert_close(res.value, net(res.x).squeeze(1), rtol=1e-5, atol=1e-5)
+    assert net.training and [p.requires_grad for p in net.parameters()] == flags
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key])
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+    # Compiled for real: new graphs were built and nothing fell back to eager.
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert not torch._dynamo.config.trace_autograd_ops  # the switch is not left on
+
+
+@pytest.mark.parametrize("method", ["adam", "fgsm", "cem", "random", "restart_gd"])
+def test_compile_refuses_methods_it_does_not_cover(method):
+    net, x0 = _problem()
+    with pytest.raises(ValueError, match="compile=True supports adr, adr_sync, gd, pgd"):
+        maximize(net, x0, -1.0, 1.0, steps=2, method=method, compile=True)
+    assert set(COMPILED_METHODS) == {"adr", "adr_sync", "gd", "pgd"}
