@@ -42,7 +42,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 from torch import nn
 from torch.nn import functional as F
 
-from adr_rl.optim import ADRConfig, adr_sync_config, maximize
+from adr_rl.optim import COMPILED_METHODS, ADRConfig, adr_sync_config, maximize
 from adr_rl.surrogate import NonReluNetworkError, eval_mode, find_relus
 
 __all__ = [
@@ -135,7 +135,7 @@ class _Adapter:
 def _adapter(model: Any, output_kind: Literal["logits", "q"]) -> _Adapter:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-    from stable_baselines3.common.preprocessing import preprocess_obs
+    from stable_baselines3.common.preprocessing import is_image_space
     from stable_baselines3.dqn.policies import DQNPolicy
 
     policy = model.policy if isinstance(model, BaseAlgorithm) else model
@@ -149,14 +149,21 @@ def _adapter(model: Any, output_kind: Literal["logits", "q"]) -> _Adapter:
                 f"observation attacks need a Box observation space, got {policy.observation_space}"
             )
         space = policy.observation_space
+        # SB3's preprocess_obs for a Box space, with its image test (numpy on the space's
+        # bounds) decided once here rather than on every call: the same arithmetic, and
+        # nothing a torch.compile'd attack step would have to break its graph for.
+        scale_images = bool(policy.normalize_images and is_image_space(space))
 
         def prep(x: torch.Tensor) -> torch.Tensor:
-            # A Box space gives a tensor (dicts come only from Dict spaces).
-            return cast(torch.Tensor, preprocess_obs(x, space, policy.normalize_images))
+            return x.float() / 255.0 if scale_images else x.float()
 
         if isinstance(policy, DQNPolicy):
             q_net = policy.q_net
-            return _Adapter(policy, [q_net], q_net, "q", space)
+
+            def q_values(x: torch.Tensor) -> torch.Tensor:  # QNetwork.forward, same modules
+                return cast(torch.Tensor, q_net.q_net(q_net.features_extractor(prep(x))))
+
+            return _Adapter(policy, [q_net], q_values, "q", space)
         fe = policy.pi_features_extractor
         actor = policy.mlp_extractor.policy_net
         head = policy.action_net
@@ -207,6 +214,9 @@ class ObservationAttack:
     :param output: for a plain ``nn.Module``: whether it returns ``"logits"`` or ``"q"``.
     :param bounds: valid observation range ``(low, high)``; default: the SB3 observation
         space's bounds, else the integer dtype's range, else unbounded.
+    :param compile: run each iteration as one ``torch.compile``'d graph (``pgd``,
+        ``adr``, ``adr_sync``; see :func:`adr_rl.maximize`): the first call of a batch
+        size compiles, later ones reuse it.
     """
 
     def __init__(
@@ -224,6 +234,7 @@ class ObservationAttack:
         config: Any = None,
         output: Literal["logits", "q"] = "logits",
         bounds: tuple[float, float] | None = None,
+        compile: bool = False,
     ) -> None:
         self.adapter = _adapter(model, output)
         if not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps < 0:
@@ -240,6 +251,9 @@ class ObservationAttack:
             raise ValueError(f"loss must be 'ce', 'kl' or 'q', got {loss!r}")
         if loss == "q" and self.adapter.kind != "q":
             raise ValueError("loss='q' needs a Q-network (DQN, or output='q'); use 'ce' or 'kl'")
+        if compile and method not in COMPILED_METHODS:
+            raise ValueError(f"compile=True supports {', '.join(COMPILED_METHODS)}, not {method!r}")
+        self.compile: bool = compile
         if alpha is not None and (not math.isfinite(alpha) or alpha < 0):
             raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
         if bounds is not None and not bounds[0] <= bounds[1]:
@@ -431,6 +445,7 @@ class ObservationAttack:
                 network=self.adapter.networks,
                 lr=self.alpha,
                 config=self.config,
+                compile=self.compile,
             )
             x_adv = res.x
             if meta["integer"]:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from adr_rl.optim import (
+    COMPILED_METHODS,
     ADRConfig,
     _clipped,
     _normalized,
@@ -36,7 +37,7 @@ from adr_rl.optim import (
 )
 from adr_rl.surrogate import ReluSurrogate
 
-COMPILED_METHODS = ("adr", "adr_sync", "gd", "pgd")
+__all__ = ["COMPILED_METHODS", "CompileError", "compiler_available", "run_adr", "run_gradient"]
 
 Evaluate = Callable[[torch.Tensor], torch.Tensor]
 
@@ -64,7 +65,9 @@ def _violation(
         zf = units.flat_site(z, i)
         wf = w[:, units.starts[i] : units.starts[i] + units.sizes[i]]
         if cfg.aggregate == "max":
-            site = (zf * wf).neg().relu().amax(dim=1)
+            # min then relu(-.), like the eager node: ties (common in CNNs, where units that
+            # see only zeros share their bias) send the gradient to one unit, not spread it
+            site = (zf * wf).min(dim=1).values.neg().relu()
         else:
             site = (zf * wf).neg().relu().sum(dim=1)
         denominator: float | torch.Tensor = cfg.alpha
@@ -159,7 +162,9 @@ def _compiled_fn(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``torch.compile(fn)``, built once per process (its cache holds one graph per
     network, configuration and shape it has seen)."""
     if name not in _compiled:
-        _compiled[name] = torch.compile(fn, fullgraph=False, dynamic=False)
+        # fullgraph: a graph break inside the user's network or objective would split
+        # the step around the ReLU hooks' bookkeeping; refuse it instead (CompileError).
+        _compiled[name] = torch.compile(fn, fullgraph=True, dynamic=False)
     return _compiled[name]
 
 
@@ -170,12 +175,23 @@ def _call(name: str, fn: Callable[..., Any], *args: Any) -> tuple[torch.Tensor, 
         # default 8 before it would silently fall back to eager.
         with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=64):
             return step(*args)  # type: ignore[no-any-return]
+    except torch._dynamo.exc.Unsupported as exc:
+        raise CompileError(
+            "compile=True needs the objective and the network's forward to trace as one "
+            "graph (no .item(), numpy or data-dependent Python branches on tensors); run "
+            f"without compile=True. torch.compile stopped at: {_first_line(exc)}"
+        ) from exc
     except torch._dynamo.exc.BackendCompilerFailed as exc:
         raise CompileError(
             "compile=True: torch.compile could not build the step (on CPU the inductor "
             "backend needs a working C++ compiler, e.g. g++; on CUDA, Triton). Run without "
-            f"compile=True, or fix the toolchain: {str(exc).strip().splitlines()[0]}"
+            f"compile=True, or fix the toolchain: {_first_line(exc)}"
         ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: Any) -> dict[str, Any]:

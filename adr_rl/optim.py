@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from adr_rl.surrogate import NonReluNetworkError, ReluSurrogate
 
 __all__ = [
+    "COMPILED_METHODS",
     "METHODS",
     "ADRConfig",
     "AdamConfig",
@@ -71,6 +72,9 @@ METHODS: tuple[str, ...] = (
     "cem",
     "random",
 )
+
+#: Methods ``maximize(..., compile=True)`` runs as compiled iterations (``adr_rl/compiled.py``).
+COMPILED_METHODS: tuple[str, ...] = ("adr", "adr_sync", "gd", "pgd")
 
 # Forward + backward passes of the network per iteration (a backward pass costs about
 # one forward pass); used to give every method the same number of network evaluations.
@@ -326,11 +330,8 @@ def maximize(
     :raises adr_rl.compiled.CompileError: ``compile=True`` where the backend cannot build.
     """
     _check_method(method)
-    if compile:
-        from adr_rl.compiled import COMPILED_METHODS
-
-        if method not in COMPILED_METHODS:
-            raise ValueError(f"compile=True supports {', '.join(COMPILED_METHODS)}, not {method!r}")
+    if compile and method not in COMPILED_METHODS:
+        raise ValueError(f"compile=True supports {', '.join(COMPILED_METHODS)}, not {method!r}")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
     if network is None:

@@ -20,7 +20,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from adr_rl.optim import METHODS, maximize
+from adr_rl.optim import COMPILED_METHODS, METHODS, maximize
 from adr_rl.surrogate import eval_mode
 
 __all__ = ["ActionRefiner", "RefineInfo", "SUPPORTED_AGENTS"]
@@ -93,6 +93,9 @@ class ActionRefiner:
     :param vec_normalize: a ``VecNormalize`` whose statistics to apply, when the
         observations given to :meth:`predict` are raw (not already normalized by a
         ``VecNormalize`` wrapper of the env).
+    :param compile: run each optimizer iteration as one ``torch.compile``'d graph
+        (``adr``, ``adr_sync``, ``gd``, ``pgd``; see :func:`adr_rl.maximize`): the first
+        call compiles, later calls of the same batch size are several times faster.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class ActionRefiner:
         lr: float | None = None,
         config: Any = None,
         vec_normalize: Any = None,
+        compile: bool = False,
     ) -> None:
         self.model = model
         self.policy = _policy_of(model)
@@ -113,6 +117,9 @@ class ActionRefiner:
             raise ValueError(
                 f"unknown method {method!r}; choose 'none' or one of {', '.join(METHODS)}"
             )
+        if compile and method not in ("none", *COMPILED_METHODS):
+            raise ValueError(f"compile=True supports {', '.join(COMPILED_METHODS)}, not {method!r}")
+        self.compile = compile
         if not radius > 0:
             raise ValueError(f"radius must be > 0, got {radius}")
         if critic not in ("min", "q1", "mean"):
@@ -186,6 +193,7 @@ class ActionRefiner:
                 network=self.q_networks,
                 lr=self.lr,
                 config=self.config,
+                compile=self.compile,
             )
             actions, q_refined, q_actor = res.x, res.value, res.initial_value
         info = RefineInfo(

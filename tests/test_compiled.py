@@ -29,11 +29,9 @@ def _problem(dtype=torch.float64):
     return net, x0
 
 
-def _assert_same_run(net, x0, steps, **kwargs):
-    eager = maximize(net, x0, -1.0, 1.0, steps=steps, record_history=True, **kwargs)
-    compiled = maximize(
-        net, x0, -1.0, 1.0, steps=steps, record_history=True, compile=True, **kwargs
-    )
+def _assert_same_run(net, x0, steps, box=(-1.0, 1.0), **kwargs):
+    eager = maximize(net, x0, *box, steps=steps, record_history=True, **kwargs)
+    compiled = maximize(net, x0, *box, steps=steps, record_history=True, compile=True, **kwargs)
     torch.testing.assert_close(compiled.history, eager.history, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(compiled.x, eager.x, rtol=1e-10, atol=1e-12)
     assert compiled.info["compiled"] and compiled.value.shape == (x0.shape[0],)
@@ -84,6 +82,38 @@ def test_compiled_adr_on_a_residual_cnn():
 
 
 @needs_compiler
+def test_compiled_adr_breaks_consistency_ties_like_eager():
+    """An IMPALA-CNN policy: units that see only zeros share their bias, so the most
+    violated unit of a site is often a tie. Both paths must send the consistency
+    gradient to the same single unit (spreading it over the tie changes every later
+    iterate; sign steps make that visible at once)."""
+    from adr_rl.attack import attack_adr_config
+    from tests.test_attack import _impala_policy
+
+    policy = _impala_policy(seed=3).double()
+    fe, head = policy.pi_features_extractor, policy.action_net
+    actor = policy.mlp_extractor.policy_net
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 256, (6, 3, 16, 16), generator=g).double()
+    labels = head(actor(fe(x0 / 255.0))).argmax(dim=1)
+
+    def objective(out, x):
+        return torch.nn.functional.cross_entropy(out, labels, reduction="none")
+
+    _assert_same_run(
+        lambda x: head(actor(fe(x / 255.0))),
+        x0,
+        5,
+        method="adr_sync",
+        config=attack_adr_config("adr_sync"),
+        objective=objective,
+        network=[fe, actor, head],
+        lr=4.0,
+        box=((x0 - 8).clamp(0, 255), (x0 + 8).clamp(0, 255)),
+    )
+
+
+@needs_compiler
 def test_compiled_run_is_one_graph_per_step_and_keeps_the_invariants_and_the_network():
     net, x0 = _problem(torch.float32)
     x0 = torch.cat([x0, x0[:2] * 0.5])  # a batch size no other test compiles for
@@ -112,3 +142,46 @@ def test_compile_refuses_methods_it_does_not_cover(method):
     with pytest.raises(ValueError, match="compile=True supports adr, adr_sync, gd, pgd"):
         maximize(net, x0, -1.0, 1.0, steps=2, method=method, compile=True)
     assert set(COMPILED_METHODS) == {"adr", "adr_sync", "gd", "pgd"}
+
+
+@needs_compiler
+@pytest.mark.parametrize("method", ["pgd", "adr_sync"])
+def test_compiled_observation_attack_matches_eager(method):
+    """An IMPALA-CNN policy on uint8 images: the same adversarial observations."""
+    import numpy as np
+
+    from adr_rl import ObservationAttack
+    from tests.test_attack import _check_invariants, _images, _impala_policy
+
+    policy = _impala_policy(seed=3)
+    obs = _images(6, seed=3)
+    eager = ObservationAttack(policy, eps=8, steps=5, method=method).perturb(obs)
+    compiled = ObservationAttack(policy, eps=8, steps=5, method=method, compile=True).perturb(obs)
+    _check_invariants(obs, compiled.obs, 8)
+    # float32 rounding may move a pixel across a .5 before rounding to integers
+    assert np.abs(compiled.obs.astype(int) - eager.obs.astype(int)).max() <= 1
+    np.testing.assert_allclose(compiled.objective, eager.objective, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(compiled.adv_actions, eager.adv_actions)
+    with pytest.raises(ValueError, match="compile=True supports"):
+        ObservationAttack(policy, eps=8, steps=5, method="fgsm", compile=True)
+
+
+@needs_compiler
+def test_compiled_action_refinement_matches_eager():
+    import numpy as np
+    from stable_baselines3 import TD3
+
+    from adr_rl import ActionRefiner
+    from eval.loading import zoo_path
+
+    model = TD3.load(zoo_path("td3_Pendulum-v1"), device="cpu")
+    obs = np.random.default_rng(0).uniform(-1, 1, size=(4, 3)).astype(np.float32)
+    eager = ActionRefiner(model, method="adr", steps=10)
+    compiled = ActionRefiner(model, method="adr", steps=10, compile=True)
+    a, _ = eager.predict(obs, deterministic=True)
+    b, _ = compiled.predict(obs, deterministic=True)
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    assert model.action_space.contains(b[0])
+    np.testing.assert_allclose(compiled.last_info.q_refined, eager.last_info.q_refined, rtol=1e-5)
+    with pytest.raises(ValueError, match="compile=True supports"):
+        ActionRefiner(model, method="cem", compile=True)
