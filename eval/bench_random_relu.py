@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from adr_rl import ADRConfig, adr_sync_config, maximize, network_evaluations
+from adr_rl.compiled import compiler_available
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
 from adr_rl.surrogate import ReluSurrogate
 from eval import cli
@@ -95,6 +96,9 @@ class Args:
     timing_only: bool = False
     """Only the speed measurements (ADR/GD per iteration, batched vs looped), written to
     <out>/timing.json; the optimization results in results.json are left as they are."""
+    compiled: bool = True
+    """Also time both methods with compile=True (skipped where torch.compile cannot
+    build, e.g. no C++ compiler); compilation itself is excluded."""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -165,20 +169,28 @@ def run_seed(shape: str, seed: int, names: list[str], steps: int) -> dict[str, A
     return out
 
 
-def time_per_step(shape: str, batch: int, steps: int, seed: int = 12345) -> dict[str, float]:
-    """Seconds per iteration of ADR and GD at one batch size, measured back to back."""
+def time_per_step(
+    shape: str, batch: int, steps: int, seed: int = 12345, compiled: bool = False
+) -> dict[str, float]:
+    """Seconds per iteration of ADR and GD at one batch size, measured back to back;
+    with ``compiled``, also both with ``compile=True`` in the same interleaved rounds."""
     net = random_relu_net(SHAPES[shape], seed)
     g = torch.Generator().manual_seed(seed)
     x0 = torch.rand(batch, SHAPES[shape][0], generator=g) * 2 - 1
-    times: dict[str, list[float]] = {"adr": [], "gd": []}
+    runs = [("adr", False), ("gd", False)]
+    if compiled:
+        runs += [("adr", True), ("gd", True)]
+        for method, _ in runs[2:]:  # compile outside the timed rounds
+            maximize(net, x0, -1.0, 1.0, steps=2, method=method, seed=0, compile=True)
+    times: dict[tuple[str, bool], list[float]] = {run: [] for run in runs}
     for _ in range(3):  # interleaved repeats, min is the least noisy estimate
-        for method in ("adr", "gd"):
+        for method, comp in runs:
             t0 = time.perf_counter()
-            maximize(net, x0, -1.0, 1.0, steps=steps, method=method, seed=0)
-            times[method].append((time.perf_counter() - t0) / steps)
-    adr, gd = min(times["adr"]), min(times["gd"])
+            maximize(net, x0, -1.0, 1.0, steps=steps, method=method, seed=0, compile=comp)
+            times[(method, comp)].append((time.perf_counter() - t0) / steps)
+    adr, gd = min(times[("adr", False)]), min(times[("gd", False)])
     passes = pass_times(net, x0, steps)
-    return {
+    out = {
         "adr_s_per_step": adr,
         "gd_s_per_step": gd,
         "ratio_adr_gd": adr / gd,
@@ -188,6 +200,15 @@ def time_per_step(shape: str, batch: int, steps: int, seed: int = 12345) -> dict
         # were free; the rest of the measured ratio is their cost.
         "ratio_if_only_extra_forward": (gd + passes["forward_nograd_s"]) / gd,
     }
+    if compiled:
+        adr_c, gd_c = min(times[("adr", True)]), min(times[("gd", True)])
+        out.update(
+            adr_compiled_s_per_step=adr_c,
+            gd_compiled_s_per_step=gd_c,
+            ratio_adr_gd_compiled=adr_c / gd_c,
+            adr_speedup_compiled=adr / adr_c,
+        )
+    return out
 
 
 def pass_times(net: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -354,7 +375,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def shape_timing(shape: str, args: Args) -> dict[str, dict[str, float]]:
     """ADR vs GD per step (and the network's passes) at every ``--timing-batches`` size."""
-    return {f"batch_{b}": time_per_step(shape, b, args.timing_steps) for b in args.timing_batches}
+    compiled = args.compiled and compiler_available()
+    return {
+        f"batch_{b}": time_per_step(shape, b, args.timing_steps, compiled=compiled)
+        for b in args.timing_batches
+    }
 
 
 def batched_timing(args: Args) -> dict[str, float]:
@@ -383,6 +408,13 @@ def run_timing(args: Args, out: Path) -> None:
                 f"{t['forward_backward_s'] * 1e3:.3f} ms: the extra forward alone would give "
                 f"{t['ratio_if_only_extra_forward']:.2f}x"
             )
+            if "ratio_adr_gd_compiled" in t:
+                print(
+                    f"{shape} {b} compiled: ADR {t['adr_compiled_s_per_step'] * 1e3:.3f} ms/step, "
+                    f"GD {t['gd_compiled_s_per_step'] * 1e3:.3f} ms/step, ADR/GD "
+                    f"{t['ratio_adr_gd_compiled']:.2f}x; ADR {t['adr_speedup_compiled']:.2f}x "
+                    "faster than eager"
+                )
     if "batched_vs_looped" in timing:
         speedup = timing["batched_vs_looped"]["speedup"]
         print(f"batched vs looped (small, 256 problems): {speedup:.1f}x")
@@ -410,6 +442,8 @@ def print_table(results: dict[str, Any]) -> None:
                 f"  time per step ADR/GD at {key}: {t['ratio_adr_gd']:.2f}x "
                 f"({t['adr_s_per_step'] * 1e3:.3f} vs {t['gd_s_per_step'] * 1e3:.3f} ms)"
             )
+            if "ratio_adr_gd_compiled" in t:
+                print(f"  compiled, ADR/GD at {key}: {t['ratio_adr_gd_compiled']:.2f}x")
     if "batched_vs_looped" in results:
         b = results["batched_vs_looped"]
         print(f"  batched (256 problems, one call) vs 256 calls: {b['speedup']:.1f}x faster")

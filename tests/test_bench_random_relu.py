@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import torch
 
+from adr_rl.compiled import compiler_available
 from eval.bench_random_relu import aggregate, random_relu_net, steps_for
 
 
@@ -94,6 +95,13 @@ def test_bench_timing_only_writes_timing_and_leaves_results(tmp_path):
         assert np.isclose(t["ratio_adr_gd"], t["adr_s_per_step"] / t["gd_s_per_step"])
         assert 0 < t["forward_nograd_s"] < t["forward_backward_s"]
         assert t["ratio_if_only_extra_forward"] > 1
+        if compiler_available():  # same rounds, compile=True
+            assert np.isclose(
+                t["ratio_adr_gd_compiled"],
+                t["adr_compiled_s_per_step"] / t["gd_compiled_s_per_step"],
+            )
+            speedup = t["adr_s_per_step"] / t["adr_compiled_s_per_step"]
+            assert np.isclose(t["adr_speedup_compiled"], speedup)
     assert timing["batched_vs_looped"]["looped_s"] > 0
     assert "ADR/GD" in out.stdout
     assert (tmp_path / "results.json").read_text() == "{}"
