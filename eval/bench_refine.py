@@ -26,6 +26,7 @@ import torch
 from stable_baselines3 import TD3
 
 from adr_rl import ActionRefiner
+from adr_rl.compiled import compiler_available
 from eval import cli
 
 
@@ -50,6 +51,9 @@ class Args:
     """torch threads on CPU."""
     devices: list[str] = field(default_factory=list)
     """Devices to time (default: cpu, and cuda when present)."""
+    compiled: bool = True
+    """Also time adr and gd with compile=True (``<method>+compile``), where torch.compile
+    can build (a C++ compiler on CPU); the first, compiling call is excluded."""
     out: str = "results/bench_refine"
     """Output folder."""
     quick: bool = False
@@ -115,10 +119,20 @@ def bench_device(args: Args, device: str) -> dict[str, Any]:
     space.seed(0)
     obs = np.stack([space.sample() for _ in range(max(args.batch, args.loop_size))])
     out: dict[str, Any] = {}
-    for method in args.methods:
+    runs = [(m, False) for m in args.methods]
+    if args.compiled and compiler_available():
+        runs += [(m, True) for m in ("adr", "gd") if m in args.methods]
+    for method, compile_step in runs:
         refiner = ActionRefiner(
-            model, method=method, radius=0.25, steps=steps_for(method, args.steps), seed=0
+            model,
+            method=method,
+            radius=0.25,
+            steps=steps_for(method, args.steps),
+            seed=0,
+            compile=compile_step,
         )
+        if compile_step:  # compile for both batch sizes outside the timings
+            refiner.predict(obs[:1]), refiner.predict(obs[: args.batch])
         one = median_time(lambda r=refiner: r.predict(obs[:1]), args.repeats, device)
         batch = median_time(lambda r=refiner: r.predict(obs[: args.batch]), args.repeats, device)
         loop_obs = obs[: args.loop_size]
@@ -128,7 +142,7 @@ def bench_device(args: Args, device: str) -> dict[str, Any]:
             device,
         )
         batched = median_time(lambda r=refiner, o=loop_obs: r.predict(o), args.repeats, device)
-        out[method] = {
+        out[method + ("+compile" if compile_step else "")] = {
             "steps": steps_for(method, args.steps),
             "latency_batch1_ms": one * 1e3,
             f"throughput_batch{args.batch}_actions_per_s": args.batch / batch,
@@ -141,6 +155,14 @@ def bench_device(args: Args, device: str) -> dict[str, Any]:
         )
         key = f"throughput_batch{args.batch}_actions_per_s"
         out["gd_over_adr_throughput"] = out["gd"][key] / out["adr"][key]
+    if "adr+compile" in out and "gd+compile" in out:
+        adr_c, gd_c = out["adr+compile"], out["gd+compile"]
+        out["adr_over_gd_latency_batch1_compiled"] = (
+            adr_c["latency_batch1_ms"] / gd_c["latency_batch1_ms"]
+        )
+        out["adr_latency_speedup_compiled"] = (
+            out["adr"]["latency_batch1_ms"] / adr_c["latency_batch1_ms"]
+        )
     return out
 
 
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{device}: {args.env} TD3 400-300 critic, radius 0.25, {args.steps} steps")
         print(f"| method | latency @1 | throughput @{args.batch} | batched / one-at-a-time |")
         print("|---|---|---|---|")
-        for method in args.methods:
+        for method in [k for k in r if isinstance(r[k], dict)]:
             m = r[method]
             print(
                 f"| {method} ({m['steps']} steps) | {m['latency_batch1_ms']:.2f} ms | "
@@ -178,6 +200,11 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"  ADR/GD latency @1: {r['adr_over_gd_latency_batch1']:.2f}x; "
                 f"GD/ADR throughput @{args.batch}: {r['gd_over_adr_throughput']:.2f}x"
+            )
+        if "adr_over_gd_latency_batch1_compiled" in r:
+            print(
+                f"  compiled: ADR/GD latency @1 {r['adr_over_gd_latency_batch1_compiled']:.2f}x; "
+                f"ADR latency {r['adr_latency_speedup_compiled']:.2f}x lower than eager"
             )
     print(f"wrote {out / 'results.json'}")
 
