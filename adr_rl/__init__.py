@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adr_rl.attack import AttackedPolicy, AttackedVecEnv, AttackResult, ObservationAttack
+    from adr_rl.compiled import CompileError
     from adr_rl.optim import (
+        COMPILED_METHODS,
         METHODS,
         AdamConfig,
         ADRConfig,
@@ -36,6 +38,8 @@ _EXPORTS = {
     "AttackedVecEnv": "adr_rl.attack",
     "AttackResult": "adr_rl.attack",
     "ObservationAttack": "adr_rl.attack",
+    "CompileError": "adr_rl.compiled",
+    "COMPILED_METHODS": "adr_rl.optim",
     "METHODS": "adr_rl.optim",
     "AdamConfig": "adr_rl.optim",
     "ADRConfig": "adr_rl.optim",
@@ -67,6 +71,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "COMPILED_METHODS",
     "METHODS",
     "ActionRefiner",
     "AttackResult",
@@ -77,6 +82,7 @@ __all__ = [
     "ADRConfig",
     "AdamConfig",
     "CEMConfig",
+    "CompileError",
     "MaximizeResult",
     "NonReluNetworkError",
     "PerturbedGDConfig",

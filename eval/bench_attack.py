@@ -12,6 +12,7 @@ input), which bound the ratio from below: ADR needs one of each, PGD only the se
     python -m eval.bench_attack                  # CPU
     python -m eval.bench_attack --device cuda    # on a GPU
     python -m eval.bench_attack --quick          # smoke run, under runs/
+    python -m eval.bench_attack --compile        # the same with compile=True
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class Args:
     """output folder"""
     quick: bool = False
     """smoke run: batch 4, 1 and 2 steps, one round, output under runs/"""
+    compile: bool = False
+    """time every method with compile=True (compiling calls excluded); output then goes
+    to <out>/compiled unless --out is given"""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -66,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
         args.batch, args.steps_lo, args.steps_hi, args.repeats = 4, 1, 2, 1
         if args.out == Args.out:
             args.out = "runs/bench_attack_quick"
+    if args.compile and args.out == Args.out:
+        args.out = f"{Args.out}/compiled"
     return args
 
 
@@ -125,7 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     policy = build_policy(args.device)
     obs = np.random.default_rng(0).integers(0, 256, (args.batch, 64, 64, 3), dtype=np.uint8)
     attacks = {
-        (m, s): ObservationAttack(policy, eps=args.eps, steps=s, method=m, seed=0)
+        (m, s): ObservationAttack(
+            policy, eps=args.eps, steps=s, method=m, seed=0, compile=args.compile
+        )
         for m in args.methods
         for s in (args.steps_lo, args.steps_hi)
     }
@@ -166,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"{args.device}, IMPALA PPO policy, batch {args.batch}, eps {args.eps:g}")
+    compiled = ", compile=True" if args.compile else ""
+    print(f"{args.device}, IMPALA PPO policy, batch {args.batch}, eps {args.eps:g}{compiled}")
     print("| method | ms per iteration | ratio to PGD |")
     print("|---|---|---|")
     for m in args.methods:

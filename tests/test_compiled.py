@@ -136,6 +136,24 @@ def test_compiled_run_is_one_graph_per_step_and_keeps_the_invariants_and_the_net
     assert not torch._dynamo.config.trace_autograd_ops  # the switch is not left on
 
 
+@needs_compiler
+def test_a_graph_break_is_a_compile_error_that_names_it():
+    from adr_rl import CompileError
+
+    net, x0 = _problem()
+
+    def objective(out, x):  # a Python branch on a tensor's value leaves the graph
+        if out.sum() > -1e9:
+            return out.squeeze(1)
+        return -out.squeeze(1)
+
+    with pytest.raises(CompileError, match="one graph"):
+        maximize(net, x0, -1.0, 1.0, steps=2, method="gd", objective=objective, compile=True)
+    res = maximize(net, x0, -1.0, 1.0, steps=2, method="gd", objective=objective)
+    assert res.value.shape == (5,)  # the same objective is fine in eager mode
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in net.modules())
+
+
 @pytest.mark.parametrize("method", ["adam", "fgsm", "cem", "random", "restart_gd"])
 def test_compile_refuses_methods_it_does_not_cover(method):
     net, x0 = _problem()
