@@ -31,8 +31,10 @@ from adr_rl.optim import (
     COMPILED_METHODS,
     ADRConfig,
     _clipped,
+    _gradient,
     _normalized,
     _Problem,
+    _self_check,
     _Units,
 )
 from adr_rl.surrogate import ReluSurrogate
@@ -43,7 +45,8 @@ Evaluate = Callable[[torch.Tensor], torch.Tensor]
 
 
 class CompileError(RuntimeError):
-    """``torch.compile`` could not build the step (e.g. no C++ compiler for CPU)."""
+    """``torch.compile`` could not build the step: a graph break in the objective or the
+    network, or no toolchain (a C++ compiler on CPU)."""
 
 
 def _offer(
@@ -178,7 +181,7 @@ def _call(name: str, fn: Callable[..., Any], *args: Any) -> tuple[torch.Tensor, 
     except torch._dynamo.exc.Unsupported as exc:
         raise CompileError(
             "compile=True needs the objective and the network's forward to trace as one "
-            "graph (no .item(), numpy or data-dependent Python branches on tensors); run "
+            "graph (no numpy, no Python branches on tensor values); run "
             f"without compile=True. torch.compile stopped at: {_first_line(exc)}"
         ) from exc
     except torch._dynamo.exc.BackendCompilerFailed as exc:
@@ -196,8 +199,6 @@ def _first_line(exc: BaseException) -> str:
 
 def run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: Any) -> dict[str, Any]:
     """ADR with a compiled iteration; the same loop as ``optim._run_adr``."""
-    from adr_rl.optim import _gradient, _self_check
-
     x = problem.best_x.clone()
     dtype = x.dtype
     units = _Units(problem.signs0)

@@ -99,18 +99,19 @@ def steps_for(method: str, steps: int) -> int:
     return max(1, 3 * steps // 64) if method == "cem" else steps
 
 
+def timed(fn: Any, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def median_time(fn: Any, repeats: int, device: str) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median([timed(fn, device) for _ in range(repeats)]))
 
 
 def bench_device(args: Args, device: str) -> dict[str, Any]:
@@ -118,12 +119,11 @@ def bench_device(args: Args, device: str) -> dict[str, Any]:
     space = model.observation_space
     space.seed(0)
     obs = np.stack([space.sample() for _ in range(max(args.batch, args.loop_size))])
-    out: dict[str, Any] = {}
     runs = [(m, False) for m in args.methods]
     if args.compiled and compiler_available():
         runs += [(m, True) for m in ("adr", "gd") if m in args.methods]
-    for method, compile_step in runs:
-        refiner = ActionRefiner(
+    refiners = {
+        method + ("+compile" if compile_step else ""): ActionRefiner(
             model,
             method=method,
             radius=0.25,
@@ -131,10 +131,20 @@ def bench_device(args: Args, device: str) -> dict[str, Any]:
             seed=0,
             compile=compile_step,
         )
-        if compile_step:  # compile for both batch sizes outside the timings
-            refiner.predict(obs[:1]), refiner.predict(obs[: args.batch])
-        one = median_time(lambda r=refiner: r.predict(obs[:1]), args.repeats, device)
-        batch = median_time(lambda r=refiner: r.predict(obs[: args.batch]), args.repeats, device)
+        for method, compile_step in runs
+    }
+    for r in refiners.values():  # warm-up, and compile both batch sizes outside the timings
+        r.predict(obs[:1]), r.predict(obs[: args.batch])
+    # Latency and throughput: all methods interleaved in every round (medians), so that
+    # the ratios between methods are not skewed by the machine's drift.
+    one: dict[str, list[float]] = {name: [] for name in refiners}
+    full: dict[str, list[float]] = {name: [] for name in refiners}
+    for _ in range(args.repeats):
+        for name, r in refiners.items():
+            one[name].append(timed(lambda r=r: r.predict(obs[:1]), device))
+            full[name].append(timed(lambda r=r: r.predict(obs[: args.batch]), device))
+    out: dict[str, Any] = {}
+    for name, refiner in refiners.items():
         loop_obs = obs[: args.loop_size]
         loop = median_time(
             lambda r=refiner, o=loop_obs: [r.predict(o[i : i + 1]) for i in range(len(o))],
@@ -142,10 +152,10 @@ def bench_device(args: Args, device: str) -> dict[str, Any]:
             device,
         )
         batched = median_time(lambda r=refiner, o=loop_obs: r.predict(o), args.repeats, device)
-        out[method + ("+compile" if compile_step else "")] = {
-            "steps": steps_for(method, args.steps),
-            "latency_batch1_ms": one * 1e3,
-            f"throughput_batch{args.batch}_actions_per_s": args.batch / batch,
+        out[name] = {
+            "steps": refiner.steps,
+            "latency_batch1_ms": float(np.median(one[name])) * 1e3,
+            f"throughput_batch{args.batch}_actions_per_s": args.batch / np.median(full[name]),
             "one_at_a_time_actions_per_s": args.loop_size / loop,
             "batched_vs_one_at_a_time": loop / batched,
         }

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 import tyro  # noqa: E402
 
 from adr_rl import ActionRefiner, network_evaluations  # noqa: E402
-from adr_rl.optim import METHODS  # noqa: E402
+from adr_rl.optim import COMPILED_METHODS, METHODS  # noqa: E402
 from envs.control import make_control_env  # noqa: E402
 from eval import cli, runs  # noqa: E402
 from eval.loading import (  # noqa: E402
@@ -70,6 +70,9 @@ class Args:
     """torch device: auto (CUDA when present), cpu or cuda"""
     threads: int = 0
     """torch threads on CPU (0: torch's default)"""
+    compile: bool = False
+    """run each optimizer iteration as one torch.compile'd graph (adr, adr_sync, gd, pgd;
+    needs a C++ compiler on CPU): the first refinement compiles, the rest are faster"""
     out: str = ""
     """output folder (default: a new runs/refine-<time>/)"""
 
@@ -86,6 +89,11 @@ def check_args(args: Args) -> None:
     for method in args.method:
         if method != "none" and method not in METHODS:
             raise UserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
+        if args.compile and method not in ("none", *COMPILED_METHODS):
+            raise UserError(
+                f"--compile supports {', '.join(COMPILED_METHODS)}; --method {method!r} runs "
+                "without it, drop one of the two"
+            )
     if not args.radius > 0:
         raise UserError(f"--radius must be > 0, got {args.radius}")
     if args.steps < 1 or args.budget < 0:
@@ -140,6 +148,7 @@ def make_refiner(model: Any, method: str, args: Args) -> ActionRefiner:
         steps=steps_of(method, args),
         critic=args.critic,  # type: ignore[arg-type]
         seed=args.seeds[0],
+        compile=args.compile,
     )
 
 

@@ -115,6 +115,10 @@ USER_ERRORS = {
     "negative eps": (["attack", PPO, "--game", "coinrun", "--eps", "-1"], "--eps must be >= 0"),
     "unknown game": (["attack", PPO, "--game", "pong"], "not a Procgen game"),
     "unknown method": (["refine", TD3, "--env", "Pendulum-v1", "--method", "sgd"], "unknown"),
+    "compile with cem": (
+        ["refine", TD3, "--env", "Pendulum-v1", "--method", "cem", "--compile"],
+        "--compile supports adr, adr_sync, gd, pgd",
+    ),
 }
 
 
