@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -32,6 +32,7 @@ from adr_rl.optim import (
     ADRConfig,
     _clipped,
     _gradient,
+    _inverse,
     _normalized,
     _Problem,
     _self_check,
@@ -59,14 +60,14 @@ def _offer(
 
 
 def _violation(
-    zs: list[torch.Tensor], w: torch.Tensor, units: _Units, cfg: ADRConfig
+    zs: list[torch.Tensor], ws: list[torch.Tensor], units: _Units, cfg: ADRConfig
 ) -> torch.Tensor:
-    """Ingredient 3, ``C(x, eta)`` per problem, differentiable in ``z`` and ``w``: the
-    same expression the eager path's fused node computes (see ``_GatedSite``)."""
-    total = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+    """Ingredient 3, ``C(x, eta)`` per problem, differentiable in ``z`` and in each
+    site's flat gate logits ``ws[i]`` ``(B, n_i)``: the same expression the eager path's
+    fused node computes (see ``_GatedSite``)."""
+    total = torch.zeros(ws[0].shape[0], dtype=ws[0].dtype, device=ws[0].device)
     for i, z in enumerate(zs):
-        zf = units.flat_site(z, i)
-        wf = w[:, units.starts[i] : units.starts[i] + units.sizes[i]]
+        zf, wf = units.flat_site(z, i), ws[i]
         if cfg.aggregate == "max":
             # min then relu(-.), like the eager node: ties (common in CNNs, where units that
             # see only zeros share their bias) send the gradient to one unit, not spread it
@@ -79,6 +80,13 @@ def _violation(
             denominator = (rms * (zf.shape[1] ** -0.5 * cfg.alpha)).clamp_min(1e-12)
         total = total + site / denominator
     return total
+
+
+def _site_shaped(flat: torch.Tensor, units: _Units, i: int) -> torch.Tensor:
+    """``(B, n_i)`` in site ``i``'s memory order -> ``(B, *site shape)`` (a view)."""
+    order = units.orders[i]
+    stored = flat.view(-1, *(units.shapes[i][d - 1] for d in order))
+    return stored.permute(0, *_inverse(order))
 
 
 def _adr_step(
@@ -110,25 +118,33 @@ def _adr_step(
     best_x, best_v = _offer(best_x, best_v, x, value)
     with torch.enable_grad():
         x_var = x.detach().requires_grad_(True)
-        w_var = w.detach().requires_grad_(cfg.use_eta_step)
-        gates = units.views(torch.sigmoid(w_var))
+        # One leaf per site (its slice of the flat logits), not the flat tensor itself:
+        # a gradient to the flat tensor would be assembled from per-site slices with
+        # strided copies that cost more than the rest of the step on CNNs.
+        ws = [
+            w[:, a : a + n].detach().requires_grad_(cfg.use_eta_step)
+            for a, n in zip(units.starts, units.sizes, strict=True)
+        ]
+        gates = [_site_shaped(torch.sigmoid(wf), units, i) for i, wf in enumerate(ws)]
         j_hat, zs = surrogate.gated(functools.partial(evaluate, x_var), gates)
         loss = j_hat * seed_j_hat
         violation = torch.zeros_like(c)
         if cfg.use_constraint:
-            violation = _violation(zs, w_var, units, cfg)
+            violation = _violation(zs, ws, units, cfg)
             loss = loss + c * violation
-        inputs = [x_var, w_var] if cfg.use_eta_step else [x_var]
+        inputs = [x_var, *ws] if cfg.use_eta_step else [x_var]
         grads = torch.autograd.grad(loss.sum(), inputs)
     gx = grads[0]
     step = gx.sign() if cfg.x_step == "sign" else _clipped(gx)
     x = torch.maximum(torch.minimum(x - lr * step, hi), lo)
     eta_grad_norm = torch.zeros_like(c[:, None])
     if cfg.use_eta_step:
-        grad_w = grads[1]
+        grad_ws = grads[1:]
         # dL/deta = -alpha dL/dw; the paper's clipped eta step, written for w.
-        eta_grad_norm = cfg.alpha * torch.linalg.vector_norm(grad_w, dim=1, keepdim=True)
-        w = w + grad_w * (-(cfg.alpha**2 * cfg.lr_eta) / eta_grad_norm.clamp_min(1.0))
+        squares = sum(g.square().sum(dim=1, keepdim=True) for g in grad_ws)
+        eta_grad_norm = cfg.alpha * torch.sqrt(cast(torch.Tensor, squares))
+        scale = -(cfg.alpha**2 * cfg.lr_eta) / eta_grad_norm.clamp_min(1.0)
+        w = torch.cat([wf.detach() + g * scale for wf, g in zip(ws, grad_ws, strict=True)], 1)
         if clamp_w:
             w = w.clamp(cfg.alpha * (0.5 - cfg.eta_max), cfg.alpha * (0.5 - cfg.eta_min))
     v = violation.detach()
