@@ -188,6 +188,13 @@ def _compiled_fn(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _call(name: str, fn: Callable[..., Any], *args: Any) -> tuple[torch.Tensor, ...]:
+    config = torch._dynamo.config
+    if not hasattr(config, "trace_autograd_ops") or not hasattr(config, "recompile_limit"):
+        raise CompileError(
+            f"compile=True needs a torch whose compiler traces autograd.grad "
+            f"(torch._dynamo.config.trace_autograd_ops); this is torch {torch.__version__}, "
+            "the project is tested with 2.13.0"
+        )
     step = _compiled_fn(name, fn)
     try:
         # One graph per network, configuration and shape: allow more than dynamo's

@@ -371,10 +371,9 @@ def maximize(
 
                 if method in ("adr", "adr_sync"):
                     info = compiled.run_adr(problem, steps_run, lr, cast(ADRConfig, config), bar)
+                    info["config"] = dataclasses.asdict(cast(ADRConfig, config))
                 else:
                     info = compiled.run_gradient(problem, method, steps_run, lr, bar)
-                if method in ("adr", "adr_sync"):
-                    info["config"] = dataclasses.asdict(cast(ADRConfig, config))
             elif method in ("adr", "adr_sync"):
                 info = _run_adr(problem, steps_run, lr, cast(ADRConfig, config), bar)
             elif method == "random":
