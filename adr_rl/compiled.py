@@ -30,12 +30,17 @@ import torch
 from adr_rl.optim import (
     COMPILED_METHODS,
     ADRConfig,
+    _adr_start,
     _clipped,
-    _gradient,
+    _dual_ascent,
     _inverse,
+    _keep_better,
+    _logit_bounds,
+    _noise_kick,
     _normalized,
     _Problem,
-    _self_check,
+    _project,
+    _restart,
     _Units,
 )
 from adr_rl.surrogate import ReluSurrogate
@@ -48,15 +53,6 @@ Evaluate = Callable[[torch.Tensor], torch.Tensor]
 class CompileError(RuntimeError):
     """``torch.compile`` could not build the step: a graph break in the objective or the
     network, or no toolchain (a C++ compiler on CPU)."""
-
-
-def _offer(
-    best_x: torch.Tensor, best_v: torch.Tensor, x: torch.Tensor, value: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ingredient 6 as a pure function: keep ``x`` where it beats the best so far."""
-    better = value > best_v
-    mask = better.view(-1, *([1] * (x.dim() - 1)))
-    return torch.where(mask, x, best_x), torch.where(better, value, best_v)
 
 
 def _violation(
@@ -115,7 +111,7 @@ def _adr_step(
     """
     with torch.no_grad():
         value, _ = surrogate.real(functools.partial(evaluate, x), record=False)
-    best_x, best_v = _offer(best_x, best_v, x, value)
+    best_x, best_v = _keep_better(best_x, best_v, x, value)
     with torch.enable_grad():
         x_var = x.detach().requires_grad_(True)
         # One leaf per site (its slice of the flat logits), not the flat tensor itself:
@@ -136,7 +132,7 @@ def _adr_step(
         grads = torch.autograd.grad(loss.sum(), inputs)
     gx = grads[0]
     step = gx.sign() if cfg.x_step == "sign" else _clipped(gx)
-    x = torch.maximum(torch.minimum(x - lr * step, hi), lo)
+    x = _project(x - lr * step, lo, hi)
     eta_grad_norm = torch.zeros_like(c[:, None])
     if cfg.use_eta_step:
         grad_ws = grads[1:]
@@ -146,9 +142,8 @@ def _adr_step(
         scale = -(cfg.alpha**2 * cfg.lr_eta) / eta_grad_norm.clamp_min(1.0)
         w = torch.cat([wf.detach() + g * scale for wf, g in zip(ws, grad_ws, strict=True)], 1)
         if clamp_w:
-            w = w.clamp(cfg.alpha * (0.5 - cfg.eta_max), cfg.alpha * (0.5 - cfg.eta_min))
-    v = violation.detach()
-    c = torch.where(v > 0, c + cfg.lr_c * v, c * (1.0 - cfg.lr_c)).clamp(cfg.c_min, cfg.c_max)
+            w = w.clamp(*_logit_bounds(cfg))
+    c = _dual_ascent(c, violation.detach(), cfg)
     return x, w, c, best_x, best_v, eta_grad_norm
 
 
@@ -168,9 +163,9 @@ def _gradient_step(
         x_var = x.detach().requires_grad_(True)
         value, _ = surrogate.real(functools.partial(evaluate, x_var), record=False)
         (grad,) = torch.autograd.grad(value.sum(), [x_var])
-    best_x, best_v = _offer(best_x, best_v, x, value.detach())
+    best_x, best_v = _keep_better(best_x, best_v, x, value)
     step = _normalized(grad) if method == "gd" else grad.sign()
-    x = torch.maximum(torch.minimum(x + lr * step, hi), lo)
+    x = _project(x + lr * step, lo, hi)
     return x, best_x, best_v
 
 
@@ -222,19 +217,8 @@ def _first_line(exc: BaseException) -> str:
 
 def run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: Any) -> dict[str, Any]:
     """ADR with a compiled iteration; the same loop as ``optim._run_adr``."""
-    x = problem.best_x.clone()
-    dtype = x.dtype
-    units = _Units(problem.signs0)
-    _self_check(problem, x)
-    w = units.empty(problem.batch, x)
-    units.set_pattern(w, problem.signs0, cfg)
-    w_min, w_max = cfg.alpha * (0.5 - cfg.eta_max), cfg.alpha * (0.5 - cfg.eta_min)
-    c = torch.full((problem.batch,), cfg.c_init, dtype=dtype, device=x.device)
-    scale = torch.ones_like(c)
-    if cfg.objective_scale == "grad":
-        _, g0 = _gradient(problem, x)
-        scale = g0.flatten(1).norm(dim=1).clamp_min(1e-12)
-    seed_j_hat = -(torch.ones_like(scale) / scale)
+    start = _adr_start(problem, cfg)
+    x, units, w, c, seed_j_hat = start.x, start.units, start.w, start.c, start.seed_j_hat
     kicks = 0
     for t in range(1, steps + 1):
         if cfg.resync_freq and t % cfg.resync_freq == 0:
@@ -259,22 +243,12 @@ def run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: Any) 
             problem.hi,
             not kick,
         )
-        if kick:
-            noise = torch.randn(w.shape, generator=problem.generator, device=w.device, dtype=dtype)
-            if cfg.use_eta_step:
-                stuck = eta_grad_norm < cfg.grad_threshold
-            else:
-                stuck = torch.ones_like(c[:, None], dtype=torch.bool)
-            w = w.clone()
-            units.add_logical(w, noise, (cfg.alpha * cfg.noise_scale) * stuck)
-            kicks += int(stuck.sum())
-            w = w.clamp(w_min, w_max)
+        if kick:  # w is this loop's own tensor (the step's output): kicked in place
+            norm = eta_grad_norm if cfg.use_eta_step else None
+            kicks += _noise_kick(problem, units, w, norm, cfg)
+            w = w.clamp(*_logit_bounds(cfg))
         if cfg.restart_every and t % cfg.restart_every == 0:
-            x = problem.uniform()
-            _, signs = problem.true_value(x)
-            w = w.clone()
-            units.set_pattern(w, signs, cfg)
-            c = torch.full_like(c, cfg.c_init)
+            x, c = _restart(problem, units, w, cfg)
         problem.record()
         bar.update()
     problem.finish(x)

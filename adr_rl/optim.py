@@ -506,7 +506,7 @@ class _Problem:
         )
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.maximum(torch.minimum(x, self.hi), self.lo)
+        return _project(x, self.lo, self.hi)
 
     def uniform(self) -> torch.Tensor:
         u = torch.rand(
@@ -516,10 +516,7 @@ class _Problem:
 
     def offer(self, x: torch.Tensor, value: torch.Tensor) -> None:
         """Keep ``x`` where it beats the best so far (true objective, NaN never wins)."""
-        better = value > self.best_value
-        self.best_value = torch.where(better, value.detach(), self.best_value)
-        mask = better.view(-1, *([1] * (x.dim() - 1)))
-        self.best_x = torch.where(mask, x.detach(), self.best_x)
+        self.best_x, self.best_value = _keep_better(self.best_x, self.best_value, x, value)
 
     def record(self) -> None:
         if self.history is not None:
@@ -550,6 +547,19 @@ class _Problem:
             history=history,
             info=info,
         )
+
+
+def _project(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(torch.minimum(x, hi), lo)
+
+
+def _keep_better(
+    best_x: torch.Tensor, best_v: torch.Tensor, x: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ingredient 6: ``x`` and its value where they beat the best so far (NaN never wins)."""
+    better = value > best_v
+    mask = better.view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(mask, x.detach(), best_x), torch.where(better, value.detach(), best_v)
 
 
 def _rowwise_norm(t: torch.Tensor) -> torch.Tensor:
@@ -908,25 +918,85 @@ class _GatedSite(torch.autograd.Function):
         return grad_z, None, None
 
 
-def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm) -> dict[str, Any]:
+@dataclass
+class _ADRStart:
+    """ADR's state before its first step, shared by the eager and the compiled loop.
+
+    :param w: ``(B, U)`` activation variables as gate logits ``w = alpha * (0.5 - eta)``
+        (see :func:`_logits_from_pattern`), set from the real pattern at ``x0``.
+    :param seed_j_hat: ``dL/dJ_hat = -1 / scale`` per problem (ingredient 4).
+    """
+
+    x: torch.Tensor
+    units: _Units
+    w: torch.Tensor
+    c: torch.Tensor
+    seed_j_hat: torch.Tensor
+
+
+def _adr_start(problem: _Problem, cfg: ADRConfig) -> _ADRStart:
+    """Self-check (Prop. 5.1), initial pattern, multiplier and objective scale."""
     x = problem.best_x.clone()
-    dtype = x.dtype
     units = _Units(problem.signs0)
     _self_check(problem, x)
-    # Activation variables as gate logits w = alpha * (0.5 - eta), see _logits_from_pattern,
-    # kept in place in one buffer; so are the gates and the eta gradient.
     w = units.empty(problem.batch, x)
     units.set_pattern(w, problem.signs0, cfg)
-    gates = torch.empty_like(w)
-    grad_w = torch.empty_like(w) if cfg.use_eta_step else None
-    state = _GateState(units, w, gates, grad_w, cfg)
-    w_min, w_max = cfg.alpha * (0.5 - cfg.eta_max), cfg.alpha * (0.5 - cfg.eta_min)
-    c = torch.full((problem.batch,), cfg.c_init, dtype=dtype, device=x.device)
+    c = torch.full((problem.batch,), cfg.c_init, dtype=x.dtype, device=x.device)
     scale = torch.ones_like(c)
     if cfg.objective_scale == "grad":
         _, g0 = _gradient(problem, x)
         scale = g0.flatten(1).norm(dim=1).clamp_min(1e-12)
-    seed_j_hat = -(torch.ones_like(scale) / scale)
+    return _ADRStart(x, units, w, c, -(torch.ones_like(scale) / scale))
+
+
+def _logit_bounds(cfg: ADRConfig) -> tuple[float, float]:
+    """``[eta_min, eta_max]`` as bounds of the gate logits ``w = alpha * (0.5 - eta)``."""
+    return cfg.alpha * (0.5 - cfg.eta_max), cfg.alpha * (0.5 - cfg.eta_min)
+
+
+def _dual_ascent(c: torch.Tensor, violation: torch.Tensor, cfg: ADRConfig) -> torch.Tensor:
+    """Ingredient 5: raise ``c`` while the constraint is violated, decay it otherwise."""
+    raised = torch.where(violation > 0, c + cfg.lr_c * violation, c * (1.0 - cfg.lr_c))
+    return raised.clamp(cfg.c_min, cfg.c_max)
+
+
+def _noise_kick(
+    problem: _Problem,
+    units: _Units,
+    w: torch.Tensor,
+    eta_grad_norm: torch.Tensor | None,
+    cfg: ADRConfig,
+) -> int:
+    """Ingredient 5's escape, in place on ``w``: a Gaussian kick for the problems whose
+    ``eta`` gradient norm is below ``grad_threshold`` (all of them without an ``eta``
+    gradient); returns how many were kicked. The caller clamps ``w`` after."""
+    noise = torch.randn(w.shape, generator=problem.generator, device=w.device, dtype=w.dtype)
+    if eta_grad_norm is not None:
+        stuck = eta_grad_norm < cfg.grad_threshold
+    else:
+        stuck = torch.ones((w.shape[0], 1), dtype=torch.bool, device=w.device)
+    units.add_logical(w, noise, (cfg.alpha * cfg.noise_scale) * stuck)
+    return int(stuck.sum())
+
+
+def _restart(
+    problem: _Problem, units: _Units, w: torch.Tensor, cfg: ADRConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uniform restart: the new ``x``, ``w`` set to its pattern in place, a fresh ``c``."""
+    x = problem.uniform()
+    _, signs = problem.true_value(x)
+    units.set_pattern(w, signs, cfg)
+    return x, torch.full((problem.batch,), cfg.c_init, dtype=x.dtype, device=x.device)
+
+
+def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm) -> dict[str, Any]:
+    start = _adr_start(problem, cfg)
+    x, units, w, c, seed_j_hat = start.x, start.units, start.w, start.c, start.seed_j_hat
+    # The gates and the eta gradient are kept in place in one buffer each, like w.
+    gates = torch.empty_like(w)
+    grad_w = torch.empty_like(w) if cfg.use_eta_step else None
+    state = _GateState(units, w, gates, grad_w, cfg)
+    w_min, w_max = _logit_bounds(cfg)
     kicks = 0
     for t in range(1, steps + 1):
         # Ingredient 6: score the iterate under the real network (no graph needed).
@@ -969,24 +1039,13 @@ def _run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: tqdm
             w.addcmul_(grad_w, -(cfg.alpha**2 * cfg.lr_eta) / eta_grad_norm.clamp_min(1.0))
             moved = True
         if cfg.use_noise and t % cfg.perturb_freq == 0:
-            noise = torch.randn(w.shape, generator=problem.generator, device=w.device, dtype=dtype)
-            # The paper kicks only problems whose eta gradient is tiny.
-            if eta_grad_norm is not None:
-                stuck = eta_grad_norm < cfg.grad_threshold
-            else:
-                stuck = torch.ones_like(c[:, None], dtype=torch.bool)
-            units.add_logical(w, noise, (cfg.alpha * cfg.noise_scale) * stuck)
-            kicks += int(stuck.sum())
+            kicks += _noise_kick(problem, units, w, eta_grad_norm, cfg)
             moved = True
         if moved:
             w.clamp_(w_min, w_max)
-        v = violation
-        c = torch.where(v > 0, c + cfg.lr_c * v, c * (1.0 - cfg.lr_c)).clamp_(cfg.c_min, cfg.c_max)
+        c = _dual_ascent(c, violation, cfg)
         if cfg.restart_every and t % cfg.restart_every == 0:
-            x = problem.uniform()
-            _, signs = problem.true_value(x)
-            units.set_pattern(w, signs, cfg)
-            c = torch.full_like(c, cfg.c_init)
+            x, c = _restart(problem, units, w, cfg)
         problem.record()
         bar.update()
     problem.finish(x)
