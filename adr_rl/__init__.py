@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from adr_rl.attack import AttackedPolicy, AttackedVecEnv, AttackResult, ObservationAttack
-    from adr_rl.compiled import CompileError
     from adr_rl.optim import (
         COMPILED_METHODS,
         METHODS,
         AdamConfig,
         ADRConfig,
         CEMConfig,
+        CompileError,
         MaximizeResult,
         PerturbedGDConfig,
         RestartGDConfig,
@@ -38,7 +38,7 @@ _EXPORTS = {
     "AttackedVecEnv": "adr_rl.attack",
     "AttackResult": "adr_rl.attack",
     "ObservationAttack": "adr_rl.attack",
-    "CompileError": "adr_rl.compiled",
+    "CompileError": "adr_rl.optim",
     "COMPILED_METHODS": "adr_rl.optim",
     "METHODS": "adr_rl.optim",
     "AdamConfig": "adr_rl.optim",

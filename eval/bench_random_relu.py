@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from adr_rl import ADRConfig, adr_sync_config, maximize, network_evaluations
-from adr_rl.compiled import compiler_available
+from adr_rl.optim.compiled import compiler_available
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
 from adr_rl.surrogate import ReluSurrogate
 from eval import cli

@@ -26,7 +26,7 @@ import torch
 from stable_baselines3 import TD3
 
 from adr_rl import ActionRefiner
-from adr_rl.compiled import compiler_available
+from adr_rl.optim.compiled import compiler_available
 from eval import cli
 
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import torch
 
-from adr_rl.compiled import compiler_available
+from adr_rl.optim.compiled import compiler_available
 from eval.bench_random_relu import aggregate, random_relu_net, steps_for
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from adr_rl import ADRConfig, maximize
-from adr_rl.compiled import COMPILED_METHODS, compiler_available
+from adr_rl.optim.compiled import COMPILED_METHODS, compiler_available
 from tests.nets import SmallResNet, mlp
 from tests.test_adr_reference import CONFIGS
 

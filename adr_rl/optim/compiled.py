@@ -5,7 +5,7 @@ ADR step on the paper's 10-64-64-1 network is ~100 tensor ops of a few microseco
 each), not by arithmetic. Compiling the whole iteration (scoring forward, surrogate
 forward, ``autograd.grad``, the updates) lets the backend fuse it into a few kernels.
 
-The compiled ADR step is the same method as the eager one in ``adr_rl/optim.py``,
+The compiled ADR step is the same method as the eager one in ``adr_rl/optim/adr.py``,
 written with plain differentiable ops instead of the hand-fused site node (the compiler
 does the fusing); the eager loop around it keeps what needs Python or random numbers:
 re-syncs, noise kicks, restarts, history and the progress bar, in the same order as
@@ -27,22 +27,17 @@ from typing import Any, cast
 
 import torch
 
-from adr_rl.optim import (
-    COMPILED_METHODS,
-    ADRConfig,
-    _adr_start,
-    _clipped,
-    _dual_ascent,
-    _inverse,
-    _keep_better,
-    _logit_bounds,
-    _noise_kick,
-    _normalized,
-    _Problem,
-    _project,
-    _restart,
-    _Units,
+from adr_rl.optim.adr import (
+    Units,
+    adr_start,
+    dual_ascent,
+    inverse,
+    logit_bounds,
+    noise_kick,
+    restart,
 )
+from adr_rl.optim.configs import COMPILED_METHODS, ADRConfig
+from adr_rl.optim.problem import Problem, clipped, keep_better, normalized, project
 from adr_rl.surrogate import ReluSurrogate
 
 __all__ = ["COMPILED_METHODS", "CompileError", "compiler_available", "run_adr", "run_gradient"]
@@ -56,7 +51,7 @@ class CompileError(RuntimeError):
 
 
 def _violation(
-    zs: list[torch.Tensor], ws: list[torch.Tensor], units: _Units, cfg: ADRConfig
+    zs: list[torch.Tensor], ws: list[torch.Tensor], units: Units, cfg: ADRConfig
 ) -> torch.Tensor:
     """Ingredient 3, ``C(x, eta)`` per problem, differentiable in ``z`` and in each
     site's flat gate logits ``ws[i]`` ``(B, n_i)``: the same expression the eager path's
@@ -78,17 +73,17 @@ def _violation(
     return total
 
 
-def _site_shaped(flat: torch.Tensor, units: _Units, i: int) -> torch.Tensor:
+def _site_shaped(flat: torch.Tensor, units: Units, i: int) -> torch.Tensor:
     """``(B, n_i)`` in site ``i``'s memory order -> ``(B, *site shape)`` (a view)."""
     order = units.orders[i]
     stored = flat.view(-1, *(units.shapes[i][d - 1] for d in order))
-    return stored.permute(0, *_inverse(order))
+    return stored.permute(0, *inverse(order))
 
 
 def _adr_step(
     surrogate: ReluSurrogate,
     evaluate: Evaluate,
-    units: _Units,
+    units: Units,
     cfg: ADRConfig,
     lr: float,
     x: torch.Tensor,
@@ -111,7 +106,7 @@ def _adr_step(
     """
     with torch.no_grad():
         value, _ = surrogate.real(functools.partial(evaluate, x), record=False)
-    best_x, best_v = _keep_better(best_x, best_v, x, value)
+    best_x, best_v = keep_better(best_x, best_v, x, value)
     with torch.enable_grad():
         x_var = x.detach().requires_grad_(True)
         # One leaf per site (its slice of the flat logits), not the flat tensor itself:
@@ -131,8 +126,8 @@ def _adr_step(
         inputs = [x_var, *ws] if cfg.use_eta_step else [x_var]
         grads = torch.autograd.grad(loss.sum(), inputs)
     gx = grads[0]
-    step = gx.sign() if cfg.x_step == "sign" else _clipped(gx)
-    x = _project(x - lr * step, lo, hi)
+    step = gx.sign() if cfg.x_step == "sign" else clipped(gx)
+    x = project(x - lr * step, lo, hi)
     eta_grad_norm = torch.zeros_like(c[:, None])
     if cfg.use_eta_step:
         grad_ws = grads[1:]
@@ -142,8 +137,8 @@ def _adr_step(
         scale = -(cfg.alpha**2 * cfg.lr_eta) / eta_grad_norm.clamp_min(1.0)
         w = torch.cat([wf.detach() + g * scale for wf, g in zip(ws, grad_ws, strict=True)], 1)
         if clamp_w:
-            w = w.clamp(*_logit_bounds(cfg))
-    c = _dual_ascent(c, violation.detach(), cfg)
+            w = w.clamp(*logit_bounds(cfg))
+    c = dual_ascent(c, violation.detach(), cfg)
     return x, w, c, best_x, best_v, eta_grad_norm
 
 
@@ -163,9 +158,9 @@ def _gradient_step(
         x_var = x.detach().requires_grad_(True)
         value, _ = surrogate.real(functools.partial(evaluate, x_var), record=False)
         (grad,) = torch.autograd.grad(value.sum(), [x_var])
-    best_x, best_v = _keep_better(best_x, best_v, x, value)
-    step = _normalized(grad) if method == "gd" else grad.sign()
-    x = _project(x + lr * step, lo, hi)
+    best_x, best_v = keep_better(best_x, best_v, x, value)
+    step = normalized(grad) if method == "gd" else grad.sign()
+    x = project(x + lr * step, lo, hi)
     return x, best_x, best_v
 
 
@@ -215,9 +210,9 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: Any) -> dict[str, Any]:
-    """ADR with a compiled iteration; the same loop as ``optim._run_adr``."""
-    start = _adr_start(problem, cfg)
+def run_adr(problem: Problem, steps: int, lr: float, cfg: ADRConfig, bar: Any) -> dict[str, Any]:
+    """ADR with a compiled iteration; the same loop as :func:`adr_rl.optim.adr.run_adr`."""
+    start = adr_start(problem, cfg)
     x, units, w, c, seed_j_hat = start.x, start.units, start.w, start.c, start.seed_j_hat
     kicks = 0
     for t in range(1, steps + 1):
@@ -245,18 +240,18 @@ def run_adr(problem: _Problem, steps: int, lr: float, cfg: ADRConfig, bar: Any) 
         )
         if kick:  # w is this loop's own tensor (the step's output): kicked in place
             norm = eta_grad_norm if cfg.use_eta_step else None
-            kicks += _noise_kick(problem, units, w, norm, cfg)
-            w = w.clamp(*_logit_bounds(cfg))
+            kicks += noise_kick(problem, units, w, norm, cfg)
+            w = w.clamp(*logit_bounds(cfg))
         if cfg.restart_every and t % cfg.restart_every == 0:
-            x, c = _restart(problem, units, w, cfg)
+            x, c = restart(problem, units, w, cfg)
         problem.record()
         bar.update()
     problem.finish(x)
     return {"lr": lr, "noise_kicks": kicks, "compiled": True}
 
 
-def run_gradient(problem: _Problem, method: str, steps: int, lr: float, bar: Any) -> dict[str, Any]:
-    """``gd``/``pgd`` with a compiled iteration; the same loop as ``optim._run_gradient``."""
+def run_gradient(problem: Problem, method: str, steps: int, lr: float, bar: Any) -> dict[str, Any]:
+    """``gd``/``pgd`` with a compiled iteration; the loop of :func:`.baselines.run_gradient`."""
     x = problem.best_x.clone()
     for _ in range(steps):
         x, problem.best_x, problem.best_value = _call(

@@ -1,0 +1,87 @@
+"""The baselines ADR is compared with: gradient ascent (normalized, sign, one-step
+FGSM, Adam, with restarts or kicks), the cross-entropy method and uniform sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from adr_rl.optim.configs import CEMConfig
+from adr_rl.optim.problem import Problem, gradient, normalized
+
+
+def run_gradient(
+    problem: Problem, method: str, steps: int, lr: float, config: Any, bar: tqdm
+) -> dict[str, Any]:
+    x = problem.best_x.clone()
+    m = torch.zeros_like(x)
+    v = torch.zeros_like(x)
+    last_check = problem.initial_value.clone()
+    info: dict[str, Any] = {"lr": lr}
+    for t in range(1, steps + 1):
+        value, grad = gradient(problem, x)
+        problem.offer(x, value)
+        if method == "gd" or method == "restart_gd" or method == "perturbed_gd":
+            x = x + lr * normalized(grad)
+        elif method == "pgd":
+            x = x + lr * grad.sign()
+        elif method == "fgsm":
+            x = torch.where(grad > 0, problem.hi, torch.where(grad < 0, problem.lo, x))
+        elif method == "adam":
+            b1, b2 = config.beta1, config.beta2
+            m = b1 * m + (1 - b1) * grad
+            v = b2 * v + (1 - b2) * grad * grad
+            m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+            x = x + lr * m_hat / (v_hat.sqrt() + config.eps)
+        x = problem.project(x)
+        if method == "restart_gd" and t % config.restart_every == 0:
+            x = problem.uniform()
+        elif method == "perturbed_gd" and t % config.perturb_freq == 0:
+            stalled = (value <= last_check).view(-1, *([1] * (x.dim() - 1)))
+            width = torch.where(
+                torch.isfinite(problem.hi - problem.lo), problem.hi - problem.lo, 2.0
+            )
+            kick = torch.randn(x.shape, generator=problem.generator, device=x.device, dtype=x.dtype)
+            x = problem.project(torch.where(stalled, x + config.noise_scale * width * kick, x))
+            last_check = torch.maximum(last_check, value)
+        problem.record()
+        bar.update()
+    problem.finish(x)
+    return info
+
+
+def run_random(problem: Problem, steps: int, bar: tqdm) -> dict[str, Any]:
+    for _ in range(steps):
+        x = problem.uniform()
+        value, _ = problem.true_value(x, record=False)
+        problem.offer(x, value)
+        problem.record()
+        bar.update()
+    return {}
+
+
+def run_cem(problem: Problem, steps: int, cfg: CEMConfig, bar: tqdm) -> dict[str, Any]:
+    """CEM on all problems at once: one call evaluates ``population * B`` rows."""
+    lo, hi = problem.lo, problem.hi
+    half = (hi - lo) / 2
+    mean, std = problem.best_x.clone(), cfg.init_std * half
+    n, b = cfg.population, problem.batch
+    for _ in range(steps):
+        eps = torch.randn(
+            (n, *mean.shape), generator=problem.generator, device=mean.device, dtype=mean.dtype
+        )
+        samples = torch.maximum(torch.minimum(mean + std * eps, hi), lo)  # (n, B, ...)
+        value, _ = problem.true_value(samples.reshape(n * b, *mean.shape[1:]), record=False)
+        value = value.view(n, b)
+        top, idx = value.topk(cfg.elites, dim=0)  # (elites, B)
+        gather = idx.view(cfg.elites, b, *([1] * (mean.dim() - 1))).expand(-1, *mean.shape)
+        elite = samples.gather(0, gather)
+        problem.offer(elite[0], top[0])
+        mean = elite.mean(dim=0)
+        std = torch.maximum(elite.std(dim=0, unbiased=False), cfg.min_std * half)
+        problem.record()
+        bar.update()
+    return {"population": n, "elites": cfg.elites}
