@@ -1,10 +1,12 @@
 """Procgen games for Stable-Baselines3 2.x and Gymnasium.
 
-Procgen comes from the ``procgen2`` wheel (module ``procgen``), which is built on
-the old ``gym`` and ``gym3`` packages. This module is the only place that touches
-that surface: everything it returns speaks Gymnasium spaces and SB3's ``VecEnv``
-API, so SB3's own wrappers (``VecExtractDictObs``, ``VecMonitor``,
-``VecTransposeImage``) and PPO work on it unchanged.
+Procgen comes from one of several wheels (:data:`BACKENDS`): ``procgen2`` or
+``procgen-mirror`` (module ``procgen``, built on the old ``gym`` and ``gym3``) or
+``procgen-gym`` (module ``procgen_gym``, Gymnasium-native, Python >= 3.13); the same C++
+games behind each. This module is the only place that touches them: everything it
+returns speaks Gymnasium spaces and SB3's ``VecEnv`` API, so SB3's own wrappers
+(``VecExtractDictObs``, ``VecMonitor``, ``VecTransposeImage``) and PPO work on it
+unchanged.
 
 Three pieces:
 
@@ -21,11 +23,14 @@ Three pieces:
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import io
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import gymnasium
 import numpy as np
@@ -122,19 +127,104 @@ def _check_args(env_name: str, distribution_mode: str) -> None:
         )
 
 
-def _make_gym3_env(
+#: Procgen backends, by the module they import, in the order they are tried: ``procgen``
+#: (the ``procgen2`` wheel on CPython 3.11, ``procgen-mirror`` on 3.11/3.12; built on
+#: ``gym``/``gym3``) and ``procgen_gym`` (``procgen-gym`` on CPython >= 3.13, a
+#: Gymnasium-native port with no gym dependency). ``pyproject.toml``'s ``procgen`` extra
+#: installs the one that has a wheel for the running Python.
+BACKENDS: tuple[str, ...] = ("procgen", "procgen_gym")
+#: Environment variable that forces one of :data:`BACKENDS`.
+BACKEND_ENV_VAR = "ADR_RL_PROCGEN_BACKEND"
+
+
+def procgen_backend() -> str:
+    """The Procgen backend module this process uses (see :data:`BACKENDS`).
+
+    :raises ImportError: none is installed, or the forced one is not; the message
+        says which package to install for this Python.
+    """
+    forced = os.environ.get(BACKEND_ENV_VAR, "")
+    if forced and forced not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV_VAR}={forced!r}; pick one of {BACKENDS}.")
+    for name in (forced,) if forced else BACKENDS:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    raise ImportError(
+        f"No Procgen backend installed{f' ({forced} forced)' if forced else ''}. Install the "
+        "project's procgen extra (pip install -e '.[procgen]'): it picks procgen2 on Python "
+        "3.11, procgen-mirror on 3.12 and procgen-gym on 3.13+."
+    )
+
+
+class BatchEnv(Protocol):
+    """What :class:`ProcgenVecEnv` needs of a backend: one C++ batch of ``N`` games.
+
+    ``reset() -> obs``; ``step(actions) -> (obs, rewards, dones, infos)`` with ``obs``
+    ``(N, 64, 64, 3) uint8``, ``rewards (N,) float``, ``dones (N,) bool`` (the game
+    restarted itself, so ``obs`` already shows the next level) and ``infos`` one dict
+    per env (``level_seed``, ``prev_level_complete``, ...).
+    """
+
+    def reset(self) -> np.ndarray: ...
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]: ...
+
+    def close(self) -> None: ...
+
+
+class _Gym3Batch:
+    """The ``procgen`` module's baselines-style ``ProcgenEnv`` (old-gym spaces)."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def reset(self) -> np.ndarray:
+        return self.env.reset()["rgb"]
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        obs, rewards, dones, infos = self.env.step(actions)
+        return obs["rgb"], rewards, dones, [dict(info) for info in infos]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class _GymnasiumBatch:
+    """``procgen_gym.ProcgenVecEnv``: a Gymnasium ``VectorEnv``, infos as arrays."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+
+    def reset(self) -> np.ndarray:
+        obs, _ = self.env.reset()
+        return obs
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        obs, rewards, terminated, truncated, info = self.env.step(actions)
+        n = len(rewards)
+        infos = [{k: np.asarray(v)[i].item() for k, v in info.items()} for i in range(n)]
+        return obs, rewards, np.logical_or(terminated, truncated), infos
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_batch_env(
     env_name: str,
     num_envs: int,
     distribution_mode: str,
     levels: LevelSplit,
     rand_seed: int,
-) -> Any:
-    """Build procgen's baselines-style VecEnv (old-gym spaces); imports procgen lazily."""
-    # Importing gym prints a deprecation banner on stderr; it says nothing actionable here.
-    with contextlib.redirect_stderr(io.StringIO()):
-        from procgen import ProcgenEnv
-
-    return ProcgenEnv(
+) -> BatchEnv:
+    """One C++ batch of ``num_envs`` games from the installed backend (imported lazily)."""
+    backend = procgen_backend()
+    kwargs = dict(
         num_envs=num_envs,
         env_name=env_name,
         distribution_mode=distribution_mode,
@@ -142,6 +232,13 @@ def _make_gym3_env(
         start_level=levels.start_level,
         rand_seed=int(rand_seed) % _SEED_MODULUS,
     )
+    if backend == "procgen_gym":
+        module = importlib.import_module("procgen_gym")
+        return _GymnasiumBatch(module.ProcgenVecEnv(**kwargs))
+    # Importing gym prints a deprecation banner on stderr; it says nothing actionable here.
+    with contextlib.redirect_stderr(io.StringIO()):
+        module = importlib.import_module("procgen")
+    return _Gym3Batch(module.ProcgenEnv(**kwargs))
 
 
 class ProcgenVecEnv(VecEnv):
@@ -199,7 +296,7 @@ class ProcgenVecEnv(VecEnv):
 
     def _build(self, rand_seed: int) -> Any:
         self.rand_seed = rand_seed
-        return _make_gym3_env(
+        return make_batch_env(
             self.env_name, self.num_envs, self.distribution_mode, self.levels, rand_seed
         )
 
@@ -224,7 +321,7 @@ class ProcgenVecEnv(VecEnv):
             self._env.close()
             self._env = self._build(self._next_rand_seed())
         self._fresh = True
-        obs = self._env.reset()["rgb"]
+        obs = self._env.reset()
         self._last_obs = obs
         self.reset_infos = [{} for _ in range(self.num_envs)]
         return {"rgb": obs}
@@ -238,12 +335,12 @@ class ProcgenVecEnv(VecEnv):
         self._fresh = False
         obs, rewards, dones, infos = self._env.step(self._actions)
         self._actions = None
-        self._last_obs = obs["rgb"]
+        self._last_obs = obs
         return (
-            {"rgb": obs["rgb"]},
+            {"rgb": obs},
             np.asarray(rewards, dtype=np.float32),
             np.asarray(dones, dtype=bool),
-            [dict(info) for info in infos],
+            infos,
         )
 
     def close(self) -> None:
@@ -372,10 +469,10 @@ class ProcgenGymnasiumEnv(gymnasium.Env[np.ndarray, np.int64]):
             if self._env is not None:
                 self._env.close()
             rand_seed = int(self.np_random.integers(0, _SEED_MODULUS))
-            self._env = _make_gym3_env(
+            self._env = make_batch_env(
                 self.env_name, 1, self.distribution_mode, self.levels, rand_seed
             )
-            self._obs = self._env.reset()["rgb"][0]
+            self._obs = self._env.reset()[0]
         self._needs_restart = True
         assert self._obs is not None
         return self._obs.copy(), {}
@@ -386,7 +483,7 @@ class ProcgenGymnasiumEnv(gymnasium.Env[np.ndarray, np.int64]):
         if not self.action_space.contains(int(action)):
             raise ValueError(f"Action {action!r} is outside Discrete({N_ACTIONS}).")
         obs, rewards, dones, infos = self._env.step(np.array([int(action)], dtype=np.int32))
-        self._obs = obs["rgb"][0]
+        self._obs = obs[0]
         terminated = bool(dones[0])
         # After a termination the next level is already loaded; reset() keeps it.
         self._needs_restart = not terminated

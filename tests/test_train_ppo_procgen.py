@@ -61,13 +61,22 @@ def test_parse_args_defaults_follow_cleanrl():
     assert (args.learning_rate, args.gamma, args.gae_lambda) == (5e-4, 0.999, 0.95)
     assert args.clip_coef == 0.2
     assert (args.ent_coef, args.vf_coef, args.max_grad_norm, args.threads) == (0.01, 0.5, 0.5, 1)
-    flipped = parse_args(["--no-anneal-lr", "--env", "fruitbot", "--extractor", "impala"])
-    assert not flipped.anneal_lr and flipped.env == "fruitbot" and flipped.extractor == "impala"
+    assert (args.extractor, args.numerics) == ("impala", "auto")
+    flipped = parse_args(["--no-anneal-lr", "--env", "fruitbot", "--extractor", "nature"])
+    assert not flipped.anneal_lr and flipped.env == "fruitbot" and flipped.extractor == "nature"
 
 
 @pytest.fixture(scope="module")
 def nature_run(tmp_path_factory) -> Path:
-    return _train(tmp_path_factory.mktemp("runs"), "--env", "coinrun", "--total-timesteps", "128")
+    return _train(
+        tmp_path_factory.mktemp("runs"),
+        "--env",
+        "coinrun",
+        "--extractor",
+        "nature",
+        "--total-timesteps",
+        "128",
+    )
 
 
 def _check_run(run: Path, extractor_cls: type) -> None:
@@ -79,12 +88,15 @@ def _check_run(run: Path, extractor_cls: type) -> None:
         "args.json",
         "command.txt",
         "summary.json",
+        "machine.json",
         "checkpoints/latest.zip",
         "checkpoints/latest_vecnormalize.pkl",
     ]:
         assert (run / f).exists(), f
     assert list(run.glob("events.out.tfevents.*")), "TensorBoard events"
-    assert json.loads((run / "summary.json").read_text())["num_timesteps"] == 128
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["num_timesteps"] == 128
+    assert summary["numerics"] in ("fp32-cl", "bf16-cl") and summary["machine"]["cpu_model"]
     model = PPO.load(run / "checkpoints" / "latest.zip", device="cpu")
     assert model.num_timesteps == 128 and model.n_envs == 2 and model.n_epochs == 3
     assert isinstance(model.policy.features_extractor, extractor_cls)
@@ -104,6 +116,8 @@ def test_smoke_resume_continues_counting(nature_run, tmp_path):
         tmp_path,
         "--env",
         "coinrun",
+        "--extractor",
+        "nature",
         "--total-timesteps",
         "256",
         "--resume",
