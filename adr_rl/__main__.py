@@ -1,5 +1,8 @@
+"""``python -m adr_rl`` was the command line; it moved to the application package."""
+
 import sys
 
-from adr_rl.cli import main
-
-sys.exit(main())
+sys.exit(
+    "adr-rl: the command line moved out of the library: run `adr-rl ...` "
+    "or `python -m adr_rl_app ...` (same commands and flags)."
+)

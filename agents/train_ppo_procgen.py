@@ -2,8 +2,8 @@
 
 Usage (from the repository root)::
 
-    python -m agents.train_ppo_procgen --env coinrun --extractor nature --total-timesteps 25000000
-    python -m agents.train_ppo_procgen --env coinrun --resume runs/<run>/checkpoints/latest.zip
+    adr-rl train ppo-procgen --env fruitbot --total-timesteps 25000000
+    adr-rl train ppo-procgen --env fruitbot --resume runs/<run>/checkpoints/latest.zip
 
 The hyper-parameters follow CleanRL's ``ppo_procgen.py`` (itself Cobbe et al.
 2020, Table 2 of "Leveraging Procedural Generation to Benchmark RL"): 64 envs x
@@ -37,10 +37,10 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecNormalize
 
 from adr_rl.machine import machine_info
-from agents.callbacks import LatestCheckpointCallback, TqdmCallback
-from agents.fast_ppo import RECIPE, FastPPO, ProcgenRecipe, make_procgen_ppo
-from envs.procgen import TRAIN_LEVELS, make_procgen_vec_env
-from eval import cli
+from adr_rl_app.agents.callbacks import LatestCheckpointCallback, TqdmCallback
+from adr_rl_app.agents.fast_ppo import RECIPE, FastPPO, ProcgenRecipe, make_procgen_ppo
+from adr_rl_app.envs.procgen import TRAIN_LEVELS, make_procgen_vec_env
+from adr_rl_app.eval import cli
 
 
 @dataclass
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     flags = argv if argv is not None else sys.argv[1:]
-    command = " ".join(["python -m agents.train_ppo_procgen", *flags])
+    command = " ".join(["python -m adr_rl_app.agents.train_ppo_procgen", *flags])
     (run_dir / "command.txt").write_text(command + "\n")
     print(f"run: {run_dir}", flush=True)
 

@@ -11,17 +11,17 @@ import importlib
 from typing import Any
 
 _MODULE_OF = {
-    "CONTROL_ENVS": "envs.control",
-    "make_control_env": "envs.control",
-    "make_control_vec_env": "envs.control",
-    "TRAIN_LEVELS": "envs.procgen",
-    "UNSEEN_LEVELS": "envs.procgen",
-    "LevelSplit": "envs.procgen",
-    "ProcgenGymnasiumEnv": "envs.procgen",
-    "ProcgenVecEnv": "envs.procgen",
-    "level_split": "envs.procgen",
-    "make_procgen_env": "envs.procgen",
-    "make_procgen_vec_env": "envs.procgen",
+    "CONTROL_ENVS": "adr_rl_app.envs.control",
+    "make_control_env": "adr_rl_app.envs.control",
+    "make_control_vec_env": "adr_rl_app.envs.control",
+    "TRAIN_LEVELS": "adr_rl_app.envs.procgen",
+    "UNSEEN_LEVELS": "adr_rl_app.envs.procgen",
+    "LevelSplit": "adr_rl_app.envs.procgen",
+    "ProcgenGymnasiumEnv": "adr_rl_app.envs.procgen",
+    "ProcgenVecEnv": "adr_rl_app.envs.procgen",
+    "level_split": "adr_rl_app.envs.procgen",
+    "make_procgen_env": "adr_rl_app.envs.procgen",
+    "make_procgen_vec_env": "adr_rl_app.envs.procgen",
 }
 
 __all__ = sorted(_MODULE_OF)

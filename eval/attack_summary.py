@@ -10,7 +10,7 @@ difference means ADR lowered the return more than PGD.
 Writes ``<out>/summary.json``, ``<out>/summary.md`` (the tables it prints) and
 ``<out>/summary.png`` (return vs eps, one panel per game and mode).
 
-    python -m eval.attack_summary            # every results/attack_procgen/rollout_*/
+    python -m adr_rl_app.eval.attack_summary            # every results/attack_procgen/rollout_*/
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from eval import cli  # noqa: E402
-from eval.stats import bootstrap_diff_ci  # noqa: E402
+from adr_rl_app.eval import cli  # noqa: E402
+from adr_rl_app.eval.stats import bootstrap_diff_ci  # noqa: E402
 
 Key = tuple[str, str, str, float, int]  # game, method, mode, eps, steps
 
@@ -193,7 +193,7 @@ def settings_markdown(rows: dict[Key, dict[str, Any]]) -> str:
 
 def plot(rows: dict[Key, dict[str, Any]], path: Path) -> None:
     """One panel per game and mode."""
-    from eval.attack_procgen import draw_returns_vs_eps
+    from adr_rl_app.eval.attack_procgen import draw_returns_vs_eps
 
     games = sorted({k[0] for k in rows})
     modes = [m for m in ("untargeted", "targeted") if any(k[2] == m for k in rows)]

@@ -9,10 +9,10 @@ methods are timed interleaved in one run and the ratio is taken within it. Also 
 the passes an iteration is made of (a forward without graph, a forward + backward to the
 input), which bound the ratio from below: ADR needs one of each, PGD only the second.
 
-    python -m eval.bench_attack                  # CPU
-    python -m eval.bench_attack --device cuda    # on a GPU
-    python -m eval.bench_attack --quick          # smoke run, under runs/
-    python -m eval.bench_attack --compile        # the same with compile=True
+    python -m adr_rl_app.eval.bench_attack                  # CPU
+    python -m adr_rl_app.eval.bench_attack --device cuda    # on a GPU
+    python -m adr_rl_app.eval.bench_attack --quick          # smoke run, under runs/
+    python -m adr_rl_app.eval.bench_attack --compile        # the same with compile=True
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tqdm import tqdm
 from adr_rl.attack import ObservationAttack
 from adr_rl.extractors import impala_cnn_policy_kwargs
 from adr_rl.surrogate import ReluSurrogate
-from eval import cli
+from adr_rl_app.eval import cli
 
 
 @dataclass

@@ -10,9 +10,9 @@ Writes ``<out>/results.json`` (config, per-seed values and times, aggregates),
 ``<out>/curves.png`` (best value vs network evaluations, median and IQR over seeds,
 normalized by GD's final value) and prints the table that the README shows.
 
-    python -m eval.bench_random_relu                     # the README's table
-    python -m eval.bench_random_relu --quick             # a 1-minute smoke run, under runs/
-    python -m eval.bench_random_relu --timing-only       # the speed measurements alone
+    python -m adr_rl_app.eval.bench_random_relu                     # the README's table
+    adr-rl bench random-relu --quick             # a 1-minute smoke run, under runs/
+    python -m adr_rl_app.eval.bench_random_relu --timing-only       # the speed measurements alone
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from adr_rl import ADRConfig, adr_sync_config, maximize, network_evaluations
-from adr_rl.optim.compiled import compiler_available
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
+from adr_rl.optim.compiled import compiler_available
 from adr_rl.surrogate import ReluSurrogate
-from eval import cli
+from adr_rl_app.eval import cli
 
 SHAPES = {"small": (10, 64, 64, 1), "large": (128, 500, 500, 500, 1)}
 

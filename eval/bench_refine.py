@@ -6,8 +6,8 @@ the agent is a TD3 with the reference 400-300 networks built on the chosen env (
 ``--model`` to time a trained agent instead). Writes ``<out>/results.json`` and prints a
 table.
 
-    python -m eval.bench_refine                       # CPU (and CUDA when present)
-    python -m eval.bench_refine --quick               # smoke run
+    python -m adr_rl_app.eval.bench_refine                       # CPU (and CUDA when present)
+    python -m adr_rl_app.eval.bench_refine --quick               # smoke run
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from stable_baselines3 import TD3
 
 from adr_rl import ActionRefiner
 from adr_rl.optim.compiled import compiler_available
-from eval import cli
+from adr_rl_app.eval import cli
 
 
 @dataclass

@@ -7,8 +7,8 @@ update, timed from one rollout start to the next (the first ``warmup`` iteration
 not counted). Everything runs in one process, one pair after another, so the ratios
 compare modes on the same machine state. The JSON records the CPU model and flags.
 
-    python -m eval.bench_train_procgen                      # full run (~20 min, 2 cores)
-    python -m eval.bench_train_procgen --quick              # smoke run
+    python -m adr_rl_app.eval.bench_train_procgen                      # full run (~20 min, 2 cores)
+    python -m adr_rl_app.eval.bench_train_procgen --quick              # smoke run
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
 from adr_rl.machine import machine_info, native_bf16
-from agents.fast_ppo import RECIPE, make_procgen_ppo
-from envs.procgen import make_procgen_vec_env, procgen_backend
-from eval import cli
-from eval.runs import write_json
+from adr_rl_app.agents.fast_ppo import RECIPE, make_procgen_ppo
+from adr_rl_app.envs.procgen import make_procgen_vec_env, procgen_backend
+from adr_rl_app.eval import cli
+from adr_rl_app.eval.runs import write_json
 
 
 @dataclass

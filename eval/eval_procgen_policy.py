@@ -4,7 +4,8 @@ Plays ``--n-episodes`` episodes on unseen levels and on the training levels with
 the policy, and with a uniformly random policy, and reports each mean return with
 a percentile-bootstrap 95% CI. Usage (from the repository root)::
 
-    python -m eval.eval_procgen_policy --model agents/zoo/ppo_coinrun.zip --env coinrun \\
+    python -m adr_rl_app.eval.eval_procgen_policy \\
+        --model agents/zoo/ppo_coinrun.zip --env coinrun \\
         --run-dirs runs/coinrun__ppo_procgen__1__1795377617 \\
         --card agents/zoo/ppo_coinrun.md --curve agents/zoo/ppo_coinrun_learning_curve.png
 
@@ -32,9 +33,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 
-from envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS  # noqa: E402
-from eval import cli  # noqa: E402
-from eval.rollout import RandomPolicy, rollout, summarize  # noqa: E402
+from adr_rl_app.envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS  # noqa: E402
+from adr_rl_app.eval import cli  # noqa: E402
+from adr_rl_app.eval.rollout import RandomPolicy, rollout, summarize  # noqa: E402
 
 #: Published PPO references (IMPALA CNN, 25M steps, easy mode, test levels):
 #: Cobbe et al. 2020 (Fig. 2 / App. I) and CleanRL's ppo_procgen.py benchmark.
@@ -189,7 +190,8 @@ def write_card(path: Path, report: dict[str, Any], curve: str) -> None:
         "## Reproduce",
         "",
         "```bash",
-        f"python -m eval.eval_procgen_policy --model {report['config']['model']} --env {env} "
+        "python -m adr_rl_app.eval.eval_procgen_policy "
+        f"--model {report['config']['model']} --env {env} "
         f"--n-episodes {report['config']['n_episodes']} --seed {report['config']['seed']}",
         "```",
     ]
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         "resume_command": args.resume_command,
         "notes": args.notes,
     }
-    (out_dir / "eval.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "adr_rl_app.eval.json").write_text(json.dumps(report, indent=1))
     refs = {
         "random (unseen)": results["random_unseen"]["mean_return"],
         f"PPO eval, unseen ({model.num_timesteps:,} steps)": results["ppo_unseen"]["mean_return"],
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, s in results.items():
         ci = f"[{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]"
         print(f"{name:<16}{s['mean_return']:>8.2f}{ci:>18}{s['n_episodes']:>10}")
-    print(f"wrote {out_dir / 'eval.json'}" + (f" and {args.card}" if args.card else ""))
+    print(f"wrote {out_dir / 'adr_rl_app.eval.json'}" + (f" and {args.card}" if args.card else ""))
 
 
 if __name__ == "__main__":

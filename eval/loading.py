@@ -14,21 +14,20 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
+
+from adr_rl_app.eval.errors import UserError
 
 #: Algorithms the command line loads, by the name it reports.
 OFF_POLICY = ("td3", "sac", "ddpg", "tqc")
 ON_PROCGEN = ("ppo", "a2c", "dqn")
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for; its message is the whole story."""
-
-
 def resolve_device(device: str) -> str:
     """``auto`` -> CUDA when present, else CPU; a CUDA device on a machine without one
     is a user error, not torch's assertion deep inside the first ``.to()``."""
+    import torch  # here, not at the top: flag checks run before torch loads
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -110,7 +109,7 @@ def resolve_model_path(path: str | Path) -> Path:
 
 def _agents_dir() -> Path:
     """The installed ``agents`` package (its ``zoo/`` holds the shipped agents)."""
-    import agents
+    from adr_rl_app import agents
 
     return Path(agents.__file__).resolve().parent
 

@@ -9,7 +9,7 @@ benchmark's budget; a reference, not a competitor) and over every method's own r
 It then reports, per method, the median relative gap to it and the share of seeds
 within 1e-4 and 1e-3 of it.
 
-    python -m eval.reference_random_relu      # reads and writes results/bench_random_relu/
+    python -m adr_rl_app.eval.reference_random_relu  # reads and writes results/bench_random_relu/
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch
 from tqdm import tqdm
 
 from adr_rl import maximize
-from eval import cli
-from eval.bench_random_relu import SHAPES, random_relu_net
+from adr_rl_app.eval import cli
+from adr_rl_app.eval.bench_random_relu import SHAPES, random_relu_net
 
 
 @dataclass

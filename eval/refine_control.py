@@ -18,8 +18,8 @@ over the trust region is found by a dense grid, and each method's Q is compared 
 
 Writes ``<out>/results.json`` and ``<out>/returns.png``; prints a markdown table.
 
-    python -m eval.refine_control                  # all shipped agents (long: see README)
-    python -m eval.refine_control --quick          # smoke run
+    python -m adr_rl_app.eval.refine_control   # all shipped agents (long: see README)
+    python -m adr_rl_app.eval.refine_control --quick          # smoke run
 
 Shards (e.g. one agent x method x radius per process, on a many-core machine) are
 combined with ``--merge a/results.json b/results.json ... --out DIR``.
@@ -44,10 +44,10 @@ from stable_baselines3 import DDPG, SAC, TD3  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from adr_rl import ActionRefiner, CEMConfig, network_evaluations  # noqa: E402
-from envs.control import make_control_vec_env  # noqa: E402
-from eval import cli  # noqa: E402
-from eval.loading import zoo_path  # noqa: E402
-from eval.stats import bootstrap_mean_ci  # noqa: E402
+from adr_rl_app.envs.control import make_control_vec_env  # noqa: E402
+from adr_rl_app.eval import cli  # noqa: E402
+from adr_rl_app.eval.loading import zoo_path  # noqa: E402
+from adr_rl_app.eval.stats import bootstrap_mean_ci  # noqa: E402
 
 ALGOS: dict[str, Any] = {"td3": TD3, "sac": SAC, "ddpg": DDPG}
 

@@ -10,7 +10,7 @@ over episodes, per-seed means, the critic's gain per step and the time per call.
 Writes ``results.json``, ``returns.png`` and ``summary.md`` to the run folder.
 
     adr-rl refine agents/zoo/td3_Pendulum-v1.zip --env Pendulum-v1 --method adr gd
-    python -m eval.refine_model agents/zoo/td3_Pendulum-v1.zip --env Pendulum-v1
+    python -m adr_rl_app.eval.refine_model agents/zoo/td3_Pendulum-v1.zip --env Pendulum-v1
 """
 
 from __future__ import annotations
@@ -19,28 +19,19 @@ import dataclasses
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+import tyro
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import tyro  # noqa: E402
+from adr_rl.optim.configs import COMPILED_METHODS, METHODS, network_evaluations
+from adr_rl_app.eval import cli, runs
+from adr_rl_app.eval.errors import UserError
 
-from adr_rl import ActionRefiner, network_evaluations  # noqa: E402
-from adr_rl.optim import COMPILED_METHODS, METHODS  # noqa: E402
-from envs.control import make_control_env  # noqa: E402
-from eval import cli, runs  # noqa: E402
-from eval.loading import (  # noqa: E402
-    OFF_POLICY,
-    UserError,
-    check_env_id,
-    check_spaces,
-    load_model,
-    resolve_device,
-)
-from eval.refine_control import rollout, summarize  # noqa: E402
+if TYPE_CHECKING:
+    from adr_rl import ActionRefiner
+
+# torch, SB3, Gymnasium and matplotlib load inside the functions that need them, after
+# the flags have been checked, so a mistake is reported in well under a second.
 
 
 @dataclass
@@ -85,6 +76,8 @@ def check_args(args: Args) -> None:
     """Everything that can be wrong with the request, before any episode is played."""
     if not args.env:
         raise UserError("--env is required: the Gymnasium env id the agent acts in")
+    from adr_rl_app.eval.loading import check_env_id
+
     check_env_id(args.env)
     for method in args.method:
         if method != "none" and method not in METHODS:
@@ -118,6 +111,9 @@ def steps_of(method: str, args: Args) -> int:
 
 def load_checked(args: Args, device: str) -> Any:
     """The user's model, refused unless its spaces are the env's."""
+    from adr_rl_app.envs.control import make_control_env
+    from adr_rl_app.eval.loading import OFF_POLICY, check_spaces, load_model
+
     model = load_model(args.model, OFF_POLICY, device, "refinement needs a critic Q(s, a):")
     try:
         env = make_control_env(args.env)
@@ -133,6 +129,10 @@ def load_checked(args: Args, device: str) -> Any:
 def prepare(args: Args) -> tuple[str, Any]:
     """Check the request, pick the device and threads, load the model: ``(device, model)``."""
     check_args(args)
+    import torch
+
+    from adr_rl_app.eval.loading import resolve_device
+
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,6 +141,8 @@ def prepare(args: Args) -> tuple[str, Any]:
 
 def make_refiner(model: Any, method: str, args: Args) -> ActionRefiner:
     """``method`` at ``--radius`` and its steps, seeded with the first seed."""
+    from adr_rl import ActionRefiner
+
     return ActionRefiner(
         model,
         method=method,
@@ -155,6 +157,11 @@ def make_refiner(model: Any, method: str, args: Args) -> ActionRefiner:
 def evaluate(args: Args) -> dict[str, Any]:
     """Unrefined and refined returns on the same episodes; no files written."""
     device, model = prepare(args)
+    import torch
+
+    from adr_rl.machine import machine_info
+    from adr_rl_app.eval.refine_control import rollout, summarize
+
     methods = ["none"] + [m for m in dict.fromkeys(args.method) if m != "none"]
     rows = []
     for method in methods:
@@ -172,6 +179,7 @@ def evaluate(args: Args) -> dict[str, Any]:
         "algorithm": type(model).__name__.lower(),
         "env": args.env,
         "platform": f"{platform.machine()}, torch {torch.__version__}, {device}",
+        "machine": machine_info(),
         "rows": rows,
     }
 
@@ -199,6 +207,11 @@ def table(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Mean return with its 95% CI per method; the dashed line is the actor's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     rows = results["rows"]
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.4))
     for i, row in enumerate(rows):
@@ -236,6 +249,8 @@ def sweep_job(params: dict[str, Any]) -> dict[str, Any]:
     method, seed = params.pop("method"), int(params.pop("seed"))
     args = Args(method=[method], seeds=[seed], threads=1, **params)
     _, model = prepare(args)
+    from adr_rl_app.eval.refine_control import rollout, summarize
+
     refiner = make_refiner(model, method, args)
     run_ = rollout(refiner, args.env, [seed], args.episodes, args.max_episode_steps)
     row = summarize(refiner, args.radius, run_)

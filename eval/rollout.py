@@ -9,7 +9,8 @@ that finish count.
 
 Usage (from the repository root)::
 
-    python -m eval.rollout --model agents/zoo/ppo_coinrun.zip --env coinrun --split unseen
+    python -m adr_rl_app.eval.rollout --model agents/zoo/ppo_coinrun.zip --env coinrun \\
+        --split unseen
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from envs.procgen import TRAIN_LEVELS, LevelSplit, level_split, make_procgen_vec_env
-from eval import cli
-from eval.stats import bootstrap_mean_ci
+from adr_rl_app.envs.procgen import TRAIN_LEVELS, LevelSplit, level_split, make_procgen_vec_env
+from adr_rl_app.eval import cli
+from adr_rl_app.eval.stats import bootstrap_mean_ci
 
 
 class PredictPolicy(Protocol):
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from stable_baselines3.common.utils import set_random_seed
 
-    from eval.loading import ON_PROCGEN, load_model
+    from adr_rl_app.eval.loading import ON_PROCGEN, load_model
 
     torch.set_num_threads(args.threads)
     set_random_seed(args.seed)

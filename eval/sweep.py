@@ -1,8 +1,8 @@
 """Run a grid of independent jobs (envs/games x methods x radius/eps x seeds) and gather them.
 
-    python -m eval.sweep eval/sweeps/random_relu.yml                 # local worker processes
-    python -m eval.sweep eval/sweeps/pendulum_refine.yml --workers 4
-    python -m eval.sweep eval/sweeps/coinrun_attack.yml --backend ray  # an existing Ray cluster
+    adr-rl sweep eval/sweeps/random_relu.yml                 # local worker processes
+    python -m adr_rl_app.eval.sweep eval/sweeps/pendulum_refine.yml --workers 4
+    adr-rl sweep eval/sweeps/coinrun_attack.yml --backend ray  # an existing Ray cluster
 
 The config is one YAML file::
 
@@ -88,9 +88,9 @@ import tyro
 import yaml
 from tqdm.auto import tqdm
 
-from eval.loading import UserError
-from eval.runs import write_json
-from eval.stats import bootstrap_mean_ci
+from adr_rl_app.eval.loading import UserError
+from adr_rl_app.eval.runs import write_json
+from adr_rl_app.eval.stats import bootstrap_mean_ci
 
 
 @dataclass
@@ -123,19 +123,19 @@ class JobKind:
 
 JOB_KINDS: dict[str, JobKind] = {
     "refine": JobKind(
-        "eval.refine_model:sweep_job",
+        "adr_rl_app.eval.refine_model:sweep_job",
         ("model", "env", "method", "radius", "steps", "episodes", "seed", "device")
         + ("budget", "critic", "max_episode_steps"),
         ("model", "env", "method", "seed"),
     ),
     "attack": JobKind(
-        "eval.attack_model:sweep_job",
+        "adr_rl_app.eval.attack_model:sweep_job",
         ("model", "game", "method", "eps", "steps", "targeted", "episodes", "seed", "device")
         + ("n_envs", "max_episode_steps"),
         ("model", "game", "method", "eps", "seed"),
     ),
     "random-relu": JobKind(
-        "eval.sweep_jobs:random_relu",
+        "adr_rl_app.eval.sweep_jobs:random_relu",
         ("shape", "method", "steps", "seed"),
         ("shape", "method", "steps", "seed"),
     ),

@@ -4,7 +4,7 @@ The README's benchmark reports seeds 0..19 (small) and 0..4 (large); tuning uses
 seeds from 1000 on. A variant is ``name:method:key=value,key=value`` with keys of
 ``adr_rl.ADRConfig`` (or the baseline's config)::
 
-    python -m eval.tune_adr --shape small --seeds 12 \\
+    python -m adr_rl_app.eval.tune_adr --shape small --seeds 12 \\
         --variant "paper:adr:" --variant "sync5:adr:resync_freq=5,objective_scale=grad"
 """
 
@@ -21,8 +21,8 @@ import tyro
 
 from adr_rl import ADRConfig, maximize
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
-from eval import cli
-from eval.bench_random_relu import SHAPES, random_relu_net, steps_for
+from adr_rl_app.eval import cli
+from adr_rl_app.eval.bench_random_relu import SHAPES, random_relu_net, steps_for
 
 CONFIGS = {
     "adr": ADRConfig,

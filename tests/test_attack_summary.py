@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from eval.attack_summary import compare, gather, main, tally, verdict
-from eval.stats import bootstrap_diff_ci
+from adr_rl_app.eval.attack_summary import compare, gather, main, tally, verdict
+from adr_rl_app.eval.stats import bootstrap_diff_ci
 
 
 def _row(method, mode, eps, steps, returns, flip=None):

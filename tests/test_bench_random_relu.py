@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from adr_rl.optim.compiled import compiler_available
-from eval.bench_random_relu import aggregate, random_relu_net, steps_for
+from adr_rl_app.eval.bench_random_relu import aggregate, random_relu_net, steps_for
 
 
 def test_random_relu_net_matches_the_papers_distribution():
@@ -50,7 +50,7 @@ def test_bench_script_smoke(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "eval.bench_random_relu",
+        "adr_rl_app.eval.bench_random_relu",
         "--shapes",
         "small",
         "--seeds-small",
@@ -85,7 +85,14 @@ def test_bench_script_smoke(tmp_path):
 
 def test_bench_timing_only_writes_timing_and_leaves_results(tmp_path):
     (tmp_path / "results.json").write_text("{}")  # a finished run's results stay untouched
-    cmd = [sys.executable, "-m", "eval.bench_random_relu", "--timing-only", "--shapes", "small"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adr_rl_app.eval.bench_random_relu",
+        "--timing-only",
+        "--shapes",
+        "small",
+    ]
     cmd += ["--timing-batches", "1", "2", "--timing-steps", "5", "--out", str(tmp_path)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
     timing = json.loads((tmp_path / "timing.json").read_text())
@@ -108,7 +115,15 @@ def test_bench_timing_only_writes_timing_and_leaves_results(tmp_path):
 
 
 def test_tune_script_refuses_reported_seeds():
-    cmd = [sys.executable, "-m", "eval.tune_adr", "--seed-offset", "0", "--variant", "a:adr:"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "adr_rl_app.eval.tune_adr",
+        "--seed-offset",
+        "0",
+        "--variant",
+        "a:adr:",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "disjoint" in out.stderr
 
@@ -117,7 +132,7 @@ def test_tune_script_smoke():
     cmd = [
         sys.executable,
         "-m",
-        "eval.tune_adr",
+        "adr_rl_app.eval.tune_adr",
         "--seeds",
         "1",
         "--steps",

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from adr_rl import cli
-from eval.loading import UserError, check_spaces, detect_algorithm, resolve_device
+from adr_rl_app import cli
+from adr_rl_app.eval.loading import UserError, check_spaces, detect_algorithm, resolve_device
 
 ZOO = Path(__file__).resolve().parents[1] / "agents" / "zoo"
 TD3 = str(ZOO / "td3_Pendulum-v1.zip")
@@ -27,7 +27,7 @@ PPO = str(ZOO / "ppo_coinrun.zip")
 def adr_rl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """The installed console script when there is one, else the same module."""
     exe = shutil.which("adr-rl")
-    command = [exe] if exe else [sys.executable, "-m", "adr_rl"]
+    command = [exe] if exe else [sys.executable, "-m", "adr_rl_app"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run(
         [*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
@@ -195,7 +195,7 @@ def test_action_bounds_must_match() -> None:
 def test_shipped_model_paths_resolve_from_any_working_directory(tmp_path, monkeypatch) -> None:
     """`agents/zoo/...` (README, sweep configs) works outside the repository root; a path
     that exists nowhere still fails with the name the user gave."""
-    from eval.loading import OFF_POLICY, load_model, resolve_model_path
+    from adr_rl_app.eval.loading import OFF_POLICY, load_model, resolve_model_path
 
     monkeypatch.chdir(tmp_path)
     path = resolve_model_path("agents/zoo/td3_Pendulum-v1.zip")
@@ -206,3 +206,49 @@ def test_shipped_model_paths_resolve_from_any_working_directory(tmp_path, monkey
     local = tmp_path / "mine.zip"
     shutil.copy(path, local)
     assert resolve_model_path("mine.zip") == Path("mine.zip")  # the cwd wins when it has it
+
+
+FLAG_ERRORS = {
+    "misspelled flag": (
+        ["--radus", "0.3"],
+        "Unrecognized options: --radus, 0.3; did you mean --radius?",
+    ),
+    "bad value": (["--radius", "abc"], "Error parsing --radius: could not convert string to float"),
+}
+
+
+@pytest.mark.parametrize("case", list(FLAG_ERRORS))
+def test_flag_errors_are_one_line(case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    extra, message = FLAG_ERRORS[case]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["refine", TD3, "--env", "Pendulum-v1", *extra])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adr-rl refine: error: ") and "\n" not in err and message in err
+    assert not any(ch in err for ch in "╭│╰")
+
+
+def test_flag_mistakes_are_reported_before_torch_loads(tmp_path: Path) -> None:
+    """The argument checks import neither torch nor SB3, so a mistake costs no import time."""
+    code = (
+        "import sys\n"
+        "from adr_rl_app import cli\n"
+        "status = cli.main(['refine', 'x.zip', '--env', 'Pendulum-v1', '--method', 'sgd'])\n"
+        "assert status == 2, status\n"
+        "assert 'torch' not in sys.modules and 'stable_baselines3' not in sys.modules\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "adr-rl: error: --method 'sgd' is unknown; choose from "
+        "adr, adr_sync, gd, pgd, apgd, fgsm, adam, restart_gd, perturbed_gd, cem, random"
+    ]
+
+
+def test_python_m_adr_rl_points_to_the_moved_command() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "adr_rl", "demo"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1 and "python -m adr_rl_app" in proc.stderr

@@ -190,7 +190,7 @@ def test_compiled_action_refinement_matches_eager():
     from stable_baselines3 import TD3
 
     from adr_rl import ActionRefiner
-    from eval.loading import zoo_path
+    from adr_rl_app.eval.loading import zoo_path
 
     model = TD3.load(zoo_path("td3_Pendulum-v1"), device="cpu")
     obs = np.random.default_rng(0).uniform(-1, 1, size=(4, 3)).astype(np.float32)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from adr_rl import CEMConfig, network_evaluations
-from envs.control import CONTROL_ENVS, make_control_env, make_control_vec_env
-from eval import refine_control
+from adr_rl_app.envs.control import CONTROL_ENVS, make_control_env, make_control_vec_env
+from adr_rl_app.eval import refine_control
 
 
 def test_unknown_env_is_named():

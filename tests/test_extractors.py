@@ -16,7 +16,7 @@ from adr_rl.extractors import (
     impala_cnn_policy_kwargs,
     nature_cnn_policy_kwargs,
 )
-from envs.procgen import make_procgen_vec_env
+from adr_rl_app.envs.procgen import make_procgen_vec_env
 
 OBS_SPACE = gymnasium.spaces.Box(0, 255, (3, 64, 64), np.uint8)
 

@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from adr_rl import machine
 from adr_rl.extractors import impala_cnn_policy_kwargs
-from agents.fast_ppo import NUMERICS, FastPPO, apply_numerics, resolve_numerics
+from adr_rl_app.agents.fast_ppo import NUMERICS, FastPPO, apply_numerics, resolve_numerics
 
 
 class ImageEnv(gym.Env):
@@ -58,7 +58,7 @@ def _obs(n: int = 64, seed: int = 1) -> np.ndarray:
 
 def test_resolve_numerics_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(machine, "_cpuinfo", lambda: ("Fake CPU", frozenset({"avx2"})))
-    monkeypatch.setattr("agents.fast_ppo.native_bf16", machine.native_bf16)
+    monkeypatch.setattr("adr_rl_app.agents.fast_ppo.native_bf16", machine.native_bf16)
     assert not machine.native_bf16("cpu")
     assert resolve_numerics("auto", "cpu") == "fp32-cl"
     monkeypatch.setattr(machine, "_cpuinfo", lambda: ("Fake CPU", frozenset({"avx512_bf16"})))
@@ -157,7 +157,7 @@ def test_numerics_choices_are_documented():
 
 def test_bench_train_procgen_smoke(tmp_path):
     pytest.importorskip("procgen")
-    from eval import bench_train_procgen
+    from adr_rl_app.eval import bench_train_procgen
 
     result = bench_train_procgen.main(
         ["--quick", "--threads", "1", "--extractors", "nature", "--out", str(tmp_path)]

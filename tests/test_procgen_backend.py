@@ -15,8 +15,8 @@ import tomllib
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 
-from envs import procgen
-from envs.procgen import BACKEND_ENV_VAR, make_procgen_env, make_procgen_vec_env
+from adr_rl_app.envs import procgen
+from adr_rl_app.envs.procgen import BACKEND_ENV_VAR, make_procgen_env, make_procgen_vec_env
 
 ROOT = Path(__file__).resolve().parents[1]
 

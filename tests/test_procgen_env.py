@@ -7,7 +7,7 @@ from gymnasium import spaces
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.procgen import (
+from adr_rl_app.envs.procgen import (
     TRAIN_LEVELS,
     UNSEEN_LEVELS,
     LevelSplit,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS, LevelSplit
-from eval.rollout import (
+from adr_rl_app.envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS, LevelSplit
+from adr_rl_app.eval.rollout import (
     RandomPolicy,
     RolloutResult,
     bootstrap_mean_ci,
@@ -112,11 +112,11 @@ def test_summarize():
 
 
 def test_command_line_writes_the_episodes_it_prints(tmp_path, monkeypatch, capsys):
-    """``python -m eval.rollout``: the shipped model by its README path from any working
+    """``python -m adr_rl_app.eval.rollout``: the shipped model by its README path from any working
     directory; the JSON holds the episodes the printed mean summarizes."""
     import json
 
-    from eval.rollout import main
+    from adr_rl_app.eval.rollout import main
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "episodes.json"
@@ -129,8 +129,8 @@ def test_command_line_writes_the_episodes_it_prints(tmp_path, monkeypatch, capsy
 
 
 def test_command_line_rejects_a_bad_split_and_a_continuous_agent(tmp_path):
-    from eval.loading import UserError
-    from eval.rollout import main
+    from adr_rl_app.eval.loading import UserError
+    from adr_rl_app.eval.rollout import main
 
     with pytest.raises(SystemExit):
         main(["--split", "test"])

@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from adr_rl import maximize
-from eval.bench_random_relu import SHAPES, random_relu_net
-from eval.stats import bootstrap_mean_ci
-from eval.sweep import Args, SweepConfigError, expand, job_id, load_config, run
+from adr_rl_app.eval.bench_random_relu import SHAPES, random_relu_net
+from adr_rl_app.eval.stats import bootstrap_mean_ci
+from adr_rl_app.eval.sweep import Args, SweepConfigError, expand, job_id, load_config, run
 
 STEPS = 50
 METHODS = ["gd", "adr"]
@@ -243,7 +243,7 @@ def test_a_pool_that_breaks_between_submissions_loses_no_job(tmp_path, monkeypat
     import concurrent.futures as cf
     from concurrent.futures.process import BrokenProcessPool
 
-    import eval.sweep as sweep
+    import adr_rl_app.eval.sweep as sweep
 
     calls = {"n": 0}
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from stable_baselines3 import PPO
 
-from envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
+from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
 # The procgen extra (procgen2 wheel) provides the games.
 pytest.importorskip("procgen")
@@ -35,8 +35,8 @@ def test_shipped_policy_loads_and_steps(game):
 
 def test_shipped_agents_load_from_any_working_directory(tmp_path, monkeypatch):
     """The evaluation scripts find agents/zoo through the package, not the cwd."""
-    from eval.attack_procgen import load_model
-    from eval.refine_control import load_agent
+    from adr_rl_app.eval.attack_procgen import load_model
+    from adr_rl_app.eval.refine_control import load_agent
 
     monkeypatch.chdir(tmp_path)
     assert isinstance(load_model("coinrun"), PPO)

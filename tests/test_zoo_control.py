@@ -11,7 +11,7 @@ import pytest
 from stable_baselines3 import SAC, TD3
 
 from adr_rl import ActionRefiner
-from envs.control import CONTROL_ENVS, make_control_env
+from adr_rl_app.envs.control import CONTROL_ENVS, make_control_env
 
 ZOO = Path(__file__).resolve().parents[1] / "agents" / "zoo"
 AGENTS = sorted(p.stem for p in ZOO.glob("*.zip") if p.stem.split("_", 1)[0] in ("td3", "sac"))

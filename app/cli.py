@@ -3,8 +3,9 @@ training and sweeps.
 
 Each subcommand is a script of the project (``eval/``, ``agents/``) whose flags come from
 its ``Args`` dataclass (parsed by tyro, ``--help`` on every one); this module only routes
-to it, so ``adr-rl bench attack ...`` and ``python -m eval.bench_attack ...`` are the same
-program. Scripts are imported on demand, so ``adr-rl --help`` is instant. Results go to a
+to it, so ``adr-rl bench attack ...`` and ``python -m adr_rl_app.eval.bench_attack ...``
+are the same program. Scripts are imported on demand, so ``adr-rl --help`` is instant.
+Results go to a
 fresh run folder ``runs/<command>-<time>/`` unless ``--out`` names one. Mistakes a user
 can make (a missing model file, an unknown env id, mismatched spaces, eps < 0, CUDA on a
 machine without it, ...) end with one ``adr-rl: error: ...`` line and exit status 2.
@@ -12,15 +13,13 @@ machine without it, ...) end with one ``adr-rl: error: ...`` line and exit statu
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import importlib.util
-import io
 import sys
 from collections.abc import Mapping, Sequence
 
-#: name -> (module, one-line help, extra argv put after the user's).
+#: name -> (module inside ``adr_rl_app``, one-line help, extra argv put after the user's).
 _Leaf = tuple[str, str, tuple[str, ...]]
 
 COMMANDS: dict[str, _Leaf | dict[str, _Leaf]] = {
@@ -89,13 +88,14 @@ def _wants_run_dir(module: object, argv: Sequence[str]) -> bool:
     return "out" in names and not any(a == "--out" or a.startswith("--out=") for a in argv)
 
 
-def _import_legacy_gym_quietly() -> None:
+def _silence_legacy_gym_notice() -> None:
     """procgen2 installs the unmaintained gym 0.26, which SB3 imports for compatibility;
-    its import prints a deprecation notice to stderr on every command. Import it once
-    with stderr captured, so the user sees only the command's own output."""
-    if importlib.util.find_spec("gym") is not None:
-        with contextlib.redirect_stderr(io.StringIO()):
-            importlib.import_module("gym")
+    on import it prints a four-line notice from ``gym_notices`` to stderr. The notice
+    says nothing a user of this command can act on: empty the table it is read from
+    (cheap; gym itself is imported only if a command needs it)."""
+    if importlib.util.find_spec("gym_notices") is not None:
+        notices = importlib.import_module("gym_notices.notices")
+        notices.notices = {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,15 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(resolved, int):
         return resolved
     command, (module_name, _, extra), rest = resolved
-    _import_legacy_gym_quietly()
-    from adr_rl.surrogate import NonReluNetworkError
-    from eval.loading import UserError
+    _silence_legacy_gym_notice()
+    from adr_rl_app.eval.errors import UserError
 
-    module = importlib.import_module(module_name)
+    module = importlib.import_module(f"adr_rl_app.{module_name}")
     program = f"adr-rl {command}"
     try:
         if _wants_run_dir(module, rest) and not any(a in ("-h", "--help") for a in rest):
-            from eval.runs import new_run_dir
+            from adr_rl_app.eval.runs import new_run_dir
 
             rest += ["--out", str(new_run_dir(command.replace(" ", "-"), create=False))]
         saved, sys.argv = sys.argv, [program, *rest, *extra]
@@ -120,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             status = module.main([*rest, *extra])
         finally:
             sys.argv = saved
-    except (UserError, NonReluNetworkError) as exc:
+    except UserError as exc:
+        print(f"adr-rl: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from adr_rl.surrogate import NonReluNetworkError  # torch is loaded by now
+
+        if not isinstance(exc, NonReluNetworkError):
+            raise
         print(f"adr-rl: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
