@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -100,14 +101,84 @@ def read_progress(run_dirs: list[str]) -> tuple[list[int], list[float], float]:
     return steps, [points[s] for s in steps], wall
 
 
+#: OpenAI's per-run PPO learning curves (IMPALA CNN, easy, 200 training levels; Cobbe et
+#: al. 2020, from openai/train-procgen's published progress logs): game, split, run,
+#: timesteps, eprewmean (mean return of the last 100 episodes).
+OPENAI_CURVES = (
+    Path(__file__).resolve().parent / "reference" / "openai_procgen_ppo_impala_easy200.csv"
+)
+
+
+def openai_curves(game: str, path: Path = OPENAI_CURVES) -> dict[str, dict[str, np.ndarray]]:
+    """``{split: {"steps": (T,), "runs": (R, T)}}`` of OpenAI's runs on ``game``."""
+    runs: dict[str, dict[str, dict[int, float]]] = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            if row["game"] != game:
+                continue
+            curve = runs.setdefault(row["split"], {}).setdefault(row["run"], {})
+            curve[int(row["timesteps"])] = float(row["eprewmean"])
+    out = {}
+    for split, by_run in runs.items():
+        steps = sorted(set.intersection(*(set(c) for c in by_run.values())))
+        out[split] = {
+            "steps": np.array(steps),
+            "runs": np.array([[c[t] for t in steps] for c in by_run.values()]),
+        }
+    return out
+
+
 def plot_learning_curve(
-    steps: list[int], returns: list[float], title: str, path: Path, references: dict[str, float]
+    steps: list[int],
+    returns: list[float],
+    title: str,
+    path: Path,
+    references: dict[str, float],
+    game: str | None = None,
+    test_points: list[tuple[int, float, float, float]] | None = None,
+    extra_curves: dict[str, tuple[list[int], list[float]]] | None = None,
 ) -> None:
-    """Mean training return vs env steps, with horizontal reference lines."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, returns, label="PPO, training levels (mean of last 100 episodes)")
+    """Mean training return vs env steps over OpenAI's train and test curves (mean and
+    min-max of their runs, when ``game`` has them), with our unseen-level evaluations
+    ``(steps, mean, ci_low, ci_high)`` as points and horizontal reference lines."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xmax = max(steps) if steps else 1
+    if game is not None and OPENAI_CURVES.exists():
+        for split, color in (("train", "tab:green"), ("test", "tab:red")):
+            ref = openai_curves(game).get(split)
+            if ref is None:
+                continue
+            keep = ref["steps"] <= max(xmax * 1.15, 3e6)
+            x, r = ref["steps"][keep], ref["runs"][:, keep]
+            ax.fill_between(x, r.min(0), r.max(0), color=color, alpha=0.15, linewidth=0)
+            ax.plot(
+                x,
+                r.mean(0),
+                color=color,
+                linewidth=1,
+                linestyle="--",
+                label=f"OpenAI PPO IMPALA, {split} levels (3 runs, mean and range)",
+            )
+    ax.plot(
+        steps, returns, color="tab:blue", label="ours, training levels (mean of last 100 episodes)"
+    )
+    for name, (x, y) in (extra_curves or {}).items():
+        ax.plot(x, y, linewidth=1, label=name)
+    if test_points:
+        xs = [p[0] for p in test_points]
+        ys = [p[1] for p in test_points]
+        err = [[p[1] - p[2] for p in test_points], [p[3] - p[1] for p in test_points]]
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=err,
+            fmt="o",
+            color="tab:purple",
+            capsize=3,
+            label="ours, unseen levels (95% CI)",
+        )
     for name, value in references.items():
-        ax.axhline(value, linestyle="--", linewidth=1, color="gray")
+        ax.axhline(value, linestyle=":", linewidth=1, color="gray")
         ax.annotate(name, (0, value), fontsize=7, color="gray", va="bottom")
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
@@ -117,6 +188,10 @@ def plot_learning_curve(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _mean_ci(summary: dict[str, Any]) -> tuple[float, float, float]:
+    return summary["mean_return"], summary["ci95_low"], summary["ci95_high"]
 
 
 def cpu_name() -> str:
@@ -180,8 +255,8 @@ def write_card(path: Path, report: dict[str, Any], curve: str) -> None:
         "",
         "```python",
         "from stable_baselines3 import PPO",
-        "from envs.procgen import UNSEEN_LEVELS",
-        "from eval.rollout import rollout",
+        "from adr_rl_app.envs.procgen import UNSEEN_LEVELS",
+        "from adr_rl_app.eval.rollout import rollout",
         "",
         f'model = PPO.load("agents/zoo/{Path(report["config"]["model"]).name}", device="cpu")',
         f'result = rollout(model, "{env}", 100, levels=UNSEEN_LEVELS, seed=0)',
@@ -271,16 +346,18 @@ def main(argv: list[str] | None = None) -> None:
         "resume_command": args.resume_command,
         "notes": args.notes,
     }
-    (out_dir / "adr_rl_app.eval.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "eval.json").write_text(json.dumps(report, indent=1))
     refs = {
         "random (unseen)": results["random_unseen"]["mean_return"],
         f"PPO eval, unseen ({model.num_timesteps:,} steps)": results["ppo_unseen"]["mean_return"],
     }
     title = f"PPO on Procgen {args.env} (easy, 200 training levels)"
     if steps:
-        plot_learning_curve(steps, curve_returns, title, out_dir / "learning_curve.png", refs)
-        if args.curve:
-            plot_learning_curve(steps, curve_returns, title, Path(args.curve), refs)
+        test = [(int(model.num_timesteps), *_mean_ci(results["ppo_unseen"]))]
+        for target in [out_dir / "learning_curve.png", *([Path(args.curve)] if args.curve else [])]:
+            plot_learning_curve(
+                steps, curve_returns, title, target, refs, game=args.env, test_points=test
+            )
     if args.card:
         curve_rel = Path(args.curve).name if args.curve and steps else ""
         write_card(Path(args.card), report, curve_rel)
@@ -289,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, s in results.items():
         ci = f"[{s['ci95_low']:.2f}, {s['ci95_high']:.2f}]"
         print(f"{name:<16}{s['mean_return']:>8.2f}{ci:>18}{s['n_episodes']:>10}")
-    print(f"wrote {out_dir / 'adr_rl_app.eval.json'}" + (f" and {args.card}" if args.card else ""))
+    print(f"wrote {out_dir / 'eval.json'}" + (f" and {args.card}" if args.card else ""))
 
 
 if __name__ == "__main__":
