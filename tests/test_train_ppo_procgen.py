@@ -11,7 +11,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.torch_layers import NatureCNN
 
 from adr_rl.extractors import ImpalaCNN
-from agents.train_ppo_procgen import Args, parse_args
+from adr_rl_app.agents.train_ppo_procgen import Args, parse_args
 
 # The procgen extra (procgen2 wheel) provides the games.
 pytest.importorskip("procgen")
@@ -35,7 +35,7 @@ def _train(tmp_path: Path, *extra: str) -> Path:
     cmd = [
         sys.executable,
         "-m",
-        "agents.train_ppo_procgen",
+        "adr_rl_app.agents.train_ppo_procgen",
         "--runs-dir",
         str(tmp_path),
         *TINY,
@@ -136,7 +136,7 @@ def test_sigterm_saves_a_final_checkpoint(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "agents.train_ppo_procgen",
+        "adr_rl_app.agents.train_ppo_procgen",
         "--runs-dir",
         str(tmp_path),
         *TINY,
