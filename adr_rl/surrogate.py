@@ -1,4 +1,4 @@
-"""See and gate the ReLUs of any PyTorch module (METHOD.md, ingredients 1-2).
+"""See and gate the ReLUs of any PyTorch module (docs/method.md, ingredients 1-2).
 
 ADR needs two views of one network: the *real* network ``f(x)`` (to read the
 activation pattern and score iterates) and the *sigmoid-surrogate* ``f_hat(x, eta)``

@@ -39,7 +39,7 @@ from adr_rl_app.eval import cli
 
 SHAPES = {"small": (10, 64, 64, 1), "large": (128, 500, 500, 500, 1)}
 
-# METHOD.md, "Reference hyper-parameters": the large network's values differ.
+# docs/method.md, "Reference hyper-parameters": the large network's values differ.
 PAPER_ADR = {
     "small": ADRConfig(lr_eta=1.0, lr_c=1e-2, noise_scale=0.1, grad_threshold=1e-4),
     "large": ADRConfig(lr_eta=1.25, lr_c=1e-4, noise_scale=0.35, grad_threshold=1e-2),

@@ -167,6 +167,7 @@ def rollout(
     n = env.num_envs
     obs = env.reset()
     returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
+    gain_sums = np.zeros(n)
     done = np.zeros(n, dtype=bool)
     gains: list[float] = []
     changed: list[float] = []
@@ -181,6 +182,7 @@ def rollout(
         assert info is not None
         active = ~done
         gains.extend(info.q_gain[active].tolist())
+        gain_sums[active] += info.q_gain[active]
         changed.extend(info.changed[active].tolist())
         obs, rewards, dones, _ = env.step(actions)
         returns[active] += rewards[active]
@@ -195,6 +197,7 @@ def rollout(
         "lengths": lengths.tolist(),
         "seed_means": returns.reshape(len(seeds), episodes).mean(axis=1).tolist(),
         "q_gain_per_step": float(np.mean(gains)),
+        "q_gain_per_episode": (gain_sums / np.maximum(lengths, 1)).tolist(),
         "fraction_changed": float(np.mean(changed)),
         "ms_per_call": 1e3 * float(np.mean(times)),
         "batch": n,
@@ -285,6 +288,8 @@ def evaluate(args: Args, checkpoint: Path | None = None) -> dict[str, Any]:
 def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any]) -> dict[str, Any]:
     returns = np.asarray(run["returns"])
     lo, hi = bootstrap_mean_ci(returns)
+    episode_gains = np.asarray(run["q_gain_per_episode"])
+    q_lo, q_hi = bootstrap_mean_ci(episode_gains)
     method, steps = refiner.method, refiner.steps
     return {
         "method": method,
@@ -296,6 +301,8 @@ def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any]) -> dic
         "return_ci95": [lo, hi],
         "seed_means": run["seed_means"],
         "q_gain_per_step": run["q_gain_per_step"],
+        "q_gain_per_episode": episode_gains.tolist(),
+        "q_gain_ci95": [q_lo, q_hi],
         "fraction_changed": run["fraction_changed"],
         "ms_per_call": run["ms_per_call"],
         "ms_per_action": run["ms_per_call"] / run["batch"],

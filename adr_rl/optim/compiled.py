@@ -96,7 +96,7 @@ def _adr_step(
     hi: torch.Tensor,
     clamp_w: bool,
 ) -> tuple[torch.Tensor, ...]:
-    """One ADR iteration (METHOD.md, ingredients 2-6) without its random parts.
+    """One ADR iteration (docs/method.md, ingredients 2-6) without its random parts.
 
     :param clamp_w: clamp ``w`` to its bounds after the ``eta`` step; ``False`` where
         the caller adds a noise kick first and clamps after it, as the eager path does.
