@@ -8,9 +8,9 @@ passes, see ``adr_rl.network_evaluations``), so it runs ``1.5 T`` gradient steps
 
 Writes ``<out>/results.json`` (config, per-seed values and times, aggregates),
 ``<out>/curves.png`` (best value vs network evaluations, median and IQR over seeds,
-normalized by GD's final value) and prints the table that the README shows.
+normalized by GD's final value) and prints the table that docs/random-relu.md shows.
 
-    python -m adr_rl_app.eval.bench_random_relu                     # the README's table
+    python -m adr_rl_app.eval.bench_random_relu                     # docs/random-relu.md
     adr-rl bench random-relu --quick             # a 1-minute smoke run, under runs/
     python -m adr_rl_app.eval.bench_random_relu --timing-only       # the speed measurements alone
 """

@@ -99,7 +99,7 @@ def _algorithm_class(algo: str) -> Any:
 def resolve_model_path(path: str | Path) -> Path:
     """``path`` as given if it exists; a relative path that does not is looked up from the
     project root too (where ``agents/`` lives), so the shipped ``agents/zoo/...`` paths in
-    the README and the sweep configs work from any working directory."""
+    the docs and the sweep configs work from any working directory."""
     path = Path(path)
     if path.exists() or path.is_absolute():
         return path

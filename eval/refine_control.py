@@ -18,7 +18,7 @@ over the trust region is found by a dense grid, and each method's Q is compared 
 
 Writes ``<out>/results.json`` and ``<out>/returns.png``; prints a markdown table.
 
-    python -m adr_rl_app.eval.refine_control   # all shipped agents (long: see README)
+    python -m adr_rl_app.eval.refine_control   # all shipped agents (long: see docs/refinement.md)
     python -m adr_rl_app.eval.refine_control --quick          # smoke run
 
 Shards (e.g. one agent x method x radius per process, on a many-core machine) are

@@ -1,8 +1,7 @@
 """Roll out a policy on a Procgen game for N episodes and return per-episode returns and lengths.
 
 Works with any SB3 model or any object with SB3's ``predict`` signature
-(:class:`PredictPolicy`); the observation attack evaluation reuses it with an
-attacked policy. Episodes are counted like SB3's ``evaluate_policy``: each env
+(:class:`PredictPolicy`), e.g. an ``AttackedPolicy``. Episodes are counted like SB3's ``evaluate_policy``: each env
 gets a fixed quota (``n_episodes`` split as evenly as possible), so short
 episodes cannot crowd out long ones, and only the first episodes of each env
 that finish count.

@@ -1,6 +1,6 @@
 """Tune ADR variants on random-network seeds disjoint from the reported ones.
 
-The README's benchmark reports seeds 0..19 (small) and 0..4 (large); tuning uses
+The benchmark (docs/random-relu.md) reports seeds 0..19 (small) and 0..4 (large); tuning uses
 seeds from 1000 on. A variant is ``name:method:key=value,key=value`` with keys of
 ``adr_rl.ADRConfig`` (or the baseline's config)::
 
