@@ -13,12 +13,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from adr_rl.attack import AttackedPolicy, AttackedVecEnv, AttackResult, ObservationAttack
+    from adr_rl.attack import (
+        AttackedPolicy,
+        AttackedVecEnv,
+        AttackResult,
+        ObservationAttack,
+        WorstCaseAttack,
+    )
     from adr_rl.optim import (
         COMPILED_METHODS,
         METHODS,
         AdamConfig,
         ADRConfig,
+        APGDConfig,
         CEMConfig,
         CompileError,
         MaximizeResult,
@@ -38,11 +45,13 @@ _EXPORTS = {
     "AttackedVecEnv": "adr_rl.attack",
     "AttackResult": "adr_rl.attack",
     "ObservationAttack": "adr_rl.attack",
+    "WorstCaseAttack": "adr_rl.attack",
     "CompileError": "adr_rl.optim",
     "COMPILED_METHODS": "adr_rl.optim",
     "METHODS": "adr_rl.optim",
     "AdamConfig": "adr_rl.optim",
     "ADRConfig": "adr_rl.optim",
+    "APGDConfig": "adr_rl.optim",
     "CEMConfig": "adr_rl.optim",
     "MaximizeResult": "adr_rl.optim",
     "PerturbedGDConfig": "adr_rl.optim",
@@ -79,7 +88,9 @@ __all__ = [
     "AttackedVecEnv",
     "ObservationAttack",
     "RefineInfo",
+    "WorstCaseAttack",
     "ADRConfig",
+    "APGDConfig",
     "AdamConfig",
     "CEMConfig",
     "CompileError",

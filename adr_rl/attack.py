@@ -4,9 +4,13 @@
 radius ``eps`` (in the observation's own units, e.g. 0..255 pixel levels for
 Procgen) so that the agent's action changes (METHOD.md, "RL uses: observation
 attack"). Every method is one :func:`adr_rl.maximize` call over the batch with the
-same objective, box, step size and number of steps, so FGSM, PGD, ADR and random
+same objective, box, step size and number of steps, so FGSM, PGD, APGD, ADR and random
 noise are compared on equal terms. ADR needs a ReLU policy; the other methods attack
 any differentiable one (e.g. SB3's default Tanh ``MlpPolicy``).
+
+:class:`WorstCaseAttack` runs several attacks on the same batch and keeps, per
+observation, the strongest member's output (AutoAttack's ensemble idea, Croce & Hein
+2020): the one that flips the action, else the one with the largest cross-entropy.
 
 Online, :class:`AttackedPolicy` (anything that calls SB3's ``predict``) and
 :class:`AttackedVecEnv` (a ``VecEnvWrapper``) show the agent perturbed observations
@@ -21,8 +25,15 @@ Objectives, all maximized over the ball:
   Observations"). Its gradient is exactly zero at ``s' = s``, so it starts from a
   random point of the ball by default;
 - untargeted ``"q"`` (value-based agents): ``-Q(s', a_clean)``;
-- targeted: ``log pi(target | s')`` (for Q-networks ``softmax(Q)``), by default with
-  the clean policy's least likely action as the target.
+- ``"dlr"``: the difference of logits ratio (Croce & Hein 2020, Eq. 5 and 6),
+  invariant to shifting and scaling the logits. Untargeted:
+  ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`` with ``y`` the clean action and
+  ``z_pi1 >= z_pi2 >= ...`` the sorted scores (needs >= 3 actions); targeted, the
+  paper's form ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` (needs >= 4 actions);
+- untargeted ``"value"`` (actor-critic policies): ``-V(s')``, SA-PPO's critic attack
+  (Zhang et al. 2020, Sec. 6): drive the agent to observations its critic rates low;
+- targeted (``"ce"``): ``log pi(target | s')`` (for Q-networks ``softmax(Q)``), by
+  default with the clean policy's least likely action as the target.
 """
 
 from __future__ import annotations
@@ -30,8 +41,9 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -47,16 +59,31 @@ from adr_rl.surrogate import NonReluNetworkError, eval_mode, find_relus
 
 __all__ = [
     "ATTACK_METHODS",
+    "LOSSES",
+    "Attack",
     "AttackResult",
+    "AttackStats",
     "AttackedPolicy",
     "AttackedVecEnv",
     "ObservationAttack",
     "SUPPORTED_MODELS",
+    "WorstCaseAttack",
     "attack_adr_config",
+    "common_objective",
+    "dlr_loss",
 ]
 
 #: Methods an attack can use; all are :func:`adr_rl.maximize` methods.
-ATTACK_METHODS: tuple[str, ...] = ("fgsm", "pgd", "adr", "adr_sync", "random", "gd", "adam")
+ATTACK_METHODS: tuple[str, ...] = (
+    "fgsm",
+    "pgd",
+    "apgd",
+    "adr",
+    "adr_sync",
+    "random",
+    "gd",
+    "adam",
+)
 SUPPORTED_MODELS = (
     "SB3 PPO/A2C (an ActorCriticPolicy with a Discrete action space: CnnPolicy, the IMPALA "
     "extractor, MlpPolicy), SB3 DQN, or an nn.Module mapping a batch of observations to "
@@ -64,7 +91,9 @@ SUPPORTED_MODELS = (
     "policy_kwargs=dict(activation_fn=nn.ReLU)), the other methods take any"
 )
 
-Loss = Literal["ce", "kl", "q"]
+Loss = Literal["ce", "kl", "q", "dlr", "value"]
+#: Objectives an attack can maximize (see the module docstring).
+LOSSES: tuple[str, ...] = ("ce", "kl", "q", "dlr", "value")
 Observation = np.ndarray | torch.Tensor
 
 
@@ -90,8 +119,15 @@ class AttackResult:
     :param targets: ``(N,)`` int64 target actions (targeted attacks), else ``None``.
     :param clean_objective: ``(N,)`` float: the attack objective at the clean observation.
     :param objective: ``(N,)`` float: the objective at the returned observation
-        (after rounding for integer dtypes), ``>= clean_objective``.
+        (after rounding for integer dtypes), ``>= clean_objective``. For a
+        :class:`WorstCaseAttack`, the common-scale objective (:func:`common_objective`).
     :param seconds: wall time of the call (CUDA synchronized).
+    :param winner: ``(N,)`` int64, :class:`WorstCaseAttack` only: index of the member
+        whose output was kept for each observation; ``None`` for a single attack.
+    :param member_objectives: ``(M, N)`` float, :class:`WorstCaseAttack` only: each
+        member's output scored by :func:`common_objective`.
+    :param member_success: ``(M, N)`` bool, :class:`WorstCaseAttack` only: each member's
+        own ``success``.
     """
 
     obs: Observation
@@ -101,6 +137,9 @@ class AttackResult:
     clean_objective: np.ndarray
     objective: np.ndarray
     seconds: float
+    winner: np.ndarray | None = None
+    member_objectives: np.ndarray | None = None
+    member_success: np.ndarray | None = None
 
     @property
     def flipped(self) -> np.ndarray:
@@ -122,7 +161,9 @@ class _Adapter:
 
     ``space`` is the SB3 observation space (``None`` for plain modules); ``x`` is laid
     out as that space (channel-first images) in the observation's own units, and SB3's
-    own preprocessing (``/255`` for images) happens inside ``output``.
+    own preprocessing (``/255`` for images) happens inside ``output``. ``value`` is an
+    actor-critic policy's critic ``x -> (N, 1)`` and ``value_networks`` its modules
+    (``None`` and empty for other models).
     """
 
     root: nn.Module
@@ -130,6 +171,9 @@ class _Adapter:
     output: Callable[[torch.Tensor], torch.Tensor]
     kind: Literal["policy", "q"]
     space: spaces.Box | None
+    n_actions: int | None = None
+    value: Callable[[torch.Tensor], torch.Tensor] | None = None
+    value_networks: list[nn.Module] = field(default_factory=list)
 
 
 def _adapter(model: Any, output_kind: Literal["logits", "q"]) -> _Adapter:
@@ -163,15 +207,30 @@ def _adapter(model: Any, output_kind: Literal["logits", "q"]) -> _Adapter:
             def q_values(x: torch.Tensor) -> torch.Tensor:  # QNetwork.forward, same modules
                 return cast(torch.Tensor, q_net.q_net(q_net.features_extractor(prep(x))))
 
-            return _Adapter(policy, [q_net], q_values, "q", space)
+            return _Adapter(policy, [q_net], q_values, "q", space, int(policy.action_space.n))
         fe = policy.pi_features_extractor
         actor = policy.mlp_extractor.policy_net
         head = policy.action_net
+        vf_fe = policy.vf_features_extractor
+        critic = policy.mlp_extractor.value_net
+        value_head = policy.value_net
 
         def logits(x: torch.Tensor) -> torch.Tensor:
             return head(actor(fe(prep(x))))
 
-        return _Adapter(policy, [fe, actor, head], logits, "policy", space)
+        def value(x: torch.Tensor) -> torch.Tensor:  # ActorCriticPolicy.predict_values
+            return value_head(critic(vf_fe(prep(x))))
+
+        return _Adapter(
+            policy,
+            [fe, actor, head],
+            logits,
+            "policy",
+            space,
+            int(policy.action_space.n),
+            value,
+            [vf_fe, critic, value_head],
+        )
     if isinstance(model, BaseAlgorithm | BasePolicy) or not isinstance(model, nn.Module):
         raise TypeError(
             f"ObservationAttack supports {SUPPORTED_MODELS}; got {type(model).__name__}"
@@ -202,11 +261,16 @@ class ObservationAttack:
     :param targeted: raise the probability of a target action instead of pushing the
         policy away from its clean action.
     :param seed: seed of every call (calls are reproducible).
-    :param loss: untargeted objective: ``"ce"`` (default for policies), ``"kl"`` or
-        ``"q"`` (default for Q-networks; needs one).
-    :param alpha: step size in the observation's units, the same for PGD and ADR
-        (their ``x`` steps are both sign steps); default ``2.5 * eps / steps`` (Madry
-        et al. 2018). ``gd``/``adam`` use :func:`adr_rl.maximize`'s defaults.
+    :param loss: objective, one of :data:`LOSSES` (module docstring): ``"ce"`` (default
+        for policies), ``"kl"``, ``"q"`` (default for Q-networks; needs one), ``"dlr"``
+        (>= 3 actions, targeted >= 4) or ``"value"`` (untargeted; needs an actor-critic
+        policy). Targeted attacks take ``"ce"`` or ``"dlr"``.
+    :param step_size: step size in the observation's units. PGD and ADR (their ``x``
+        steps are both sign steps): default ``2.5 * eps / steps`` (Madry et al. 2018);
+        APGD: the initial step, default ``2 * eps`` (Croce & Hein 2020). ``gd``/``adam``
+        use :func:`adr_rl.maximize`'s defaults.
+    :param alpha: deprecated name of ``step_size`` (it clashed with ``ADRConfig.alpha``,
+        ADR's gate sharpness); still accepted, with a ``DeprecationWarning``.
     :param random_start: start from a uniform point of the ball instead of the clean
         observation (the clean observation stays a candidate); default: only for ``"kl"``.
     :param config: optimizer options for ``maximize`` (default for ADR:
@@ -229,6 +293,7 @@ class ObservationAttack:
         seed: int = 0,
         *,
         loss: Loss | None = None,
+        step_size: float | None = None,
         alpha: float | None = None,
         random_start: bool | None = None,
         config: Any = None,
@@ -247,20 +312,45 @@ class ObservationAttack:
             )
         if loss is None:
             loss = "q" if self.adapter.kind == "q" else "ce"
-        if loss not in ("ce", "kl", "q"):
-            raise ValueError(f"loss must be 'ce', 'kl' or 'q', got {loss!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
         if loss == "q" and self.adapter.kind != "q":
             raise ValueError("loss='q' needs a Q-network (DQN, or output='q'); use 'ce' or 'kl'")
+        if loss == "value" and self.adapter.value is None:
+            raise ValueError(
+                "loss='value' needs an actor-critic policy with a value head (SB3 PPO/A2C); "
+                + (
+                    "a Q-network has the Q objective already: use loss='q'"
+                    if self.adapter.kind == "q"
+                    else "a plain nn.Module has none: use 'ce', 'dlr' or 'kl'"
+                )
+            )
+        if targeted and loss not in ("ce", "dlr"):
+            raise ValueError(
+                f"targeted attacks take loss='ce' or 'dlr', got {loss!r}; or set targeted=False"
+            )
+        if loss == "dlr" and self.adapter.n_actions is not None:
+            _check_dlr_actions(self.adapter.n_actions, targeted)
         if compile and method not in COMPILED_METHODS:
             raise ValueError(f"compile=True supports {', '.join(COMPILED_METHODS)}, not {method!r}")
         self.compile: bool = compile
-        if alpha is not None and (not math.isfinite(alpha) or alpha < 0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha!r}")
+        if alpha is not None:
+            warnings.warn(
+                "ObservationAttack(alpha=...) is deprecated: use step_size= (alpha is also "
+                "ADRConfig's gate sharpness)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if step_size is not None:
+                raise ValueError("pass step_size= only (alpha= is its deprecated name)")
+            step_size = alpha
+        if step_size is not None and (not math.isfinite(step_size) or step_size < 0):
+            raise ValueError(f"step_size must be a finite number >= 0, got {step_size!r}")
         if bounds is not None and not bounds[0] <= bounds[1]:
             raise ValueError(f"bounds must be (low, high) with low <= high, got {bounds}")
         if method in ("adr", "adr_sync"):
             try:
-                find_relus(self.adapter.networks)
+                find_relus(self._networks(loss))
             except NonReluNetworkError as err:
                 raise NonReluNetworkError(
                     f"{err}. ADR relaxes ReLUs, so method={method!r} needs a ReLU policy (for "
@@ -278,13 +368,32 @@ class ObservationAttack:
         if method in ("adr", "adr_sync") and config is None:
             config = attack_adr_config(method)
         self.config: Any = config
-        self.alpha: float | None = alpha
-        if alpha is None and method in ("pgd", "adr", "adr_sync"):
-            self.alpha = 2.5 * self.eps / steps
+        self.step_size: float | None = step_size
+        if step_size is None and method in ("pgd", "adr", "adr_sync"):
+            self.step_size = 2.5 * self.eps / steps
+        elif step_size is None and method == "apgd":
+            # Croce & Hein's 2 * eps for every pixel, also where the valid range clips the
+            # ball (maximize's own default would use each coordinate's clipped width).
+            self.step_size = 2.0 * self.eps
 
     @property
     def model(self) -> nn.Module:
         return self.adapter.root
+
+    @property
+    def alpha(self) -> float | None:
+        """Deprecated alias of :attr:`step_size`."""
+        return self.step_size
+
+    def _networks(self, loss: str) -> list[nn.Module]:
+        return self.adapter.value_networks if loss == "value" else self.adapter.networks
+
+    def _scores(self, loss: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        """What the objective reads: the critic's ``(N, 1)`` values for ``"value"``, else
+        the ``(N, n_actions)`` logits or Q-values."""
+        if loss == "value":
+            return cast(Callable[[torch.Tensor], torch.Tensor], self.adapter.value)
+        return self.adapter.output
 
     # -- observation layout -----------------------------------------------------------
     def _to_tensor(self, obs: Observation) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -370,15 +479,24 @@ class ObservationAttack:
 
     # -- objective --------------------------------------------------------------------
     def _objective(
-        self, clean_out: torch.Tensor, labels: torch.Tensor
+        self, clean_out: torch.Tensor, labels: torch.Tensor, clean_actions: torch.Tensor
     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """``(out, x) -> (rows,)``; ``out`` may stack ``k`` copies of the batch (CEM)."""
+        """``(out, x) -> (rows,)``; ``out`` may stack ``k`` copies of the batch (CEM).
+
+        ``labels`` are the targets (targeted) or the clean actions; ``out`` is what
+        :meth:`_scores` returns.
+        """
         b = labels.shape[0]
         clean_logp = F.log_softmax(clean_out, dim=1)
 
         def objective(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             k = out.shape[0] // b
             y = labels.repeat(k) if k > 1 else labels
+            if self.loss == "value":
+                return -out.reshape(-1)
+            if self.loss == "dlr":
+                clean = clean_actions.repeat(k) if k > 1 else clean_actions
+                return dlr_loss(out, clean, y if self.targeted else None)
             if self.targeted:
                 return F.log_softmax(out, dim=1).gather(1, y[:, None]).squeeze(1)
             if self.loss == "ce":
@@ -420,13 +538,18 @@ class ObservationAttack:
                 clean_out = self.adapter.output(x)
             _check_output(clean_out, x.shape[0])
             clean_actions = clean_out.argmax(dim=1)
+            if self.loss == "dlr":
+                _check_dlr_actions(clean_out.shape[1], self.targeted)
             labels = clean_actions
             target_t = None
             if self.targeted:
                 target_t = self._targets(targets, clean_out)
                 labels = target_t
-            objective = self._objective(clean_out, labels)
-            clean_value = objective(clean_out, x).detach()
+            objective = self._objective(clean_out, labels, clean_actions)
+            scores = self._scores(self.loss)
+            with torch.no_grad():
+                clean_scores = clean_out if self.loss != "value" else scores(x)
+            clean_value = objective(clean_scores, x).detach()
             x0 = x
             if self.random_start:
                 g = torch.Generator(device=x.device)
@@ -434,7 +557,7 @@ class ObservationAttack:
                 u = torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype)
                 x0 = lo + u * (hi - lo)
             res = maximize(
-                self.adapter.output,
+                scores,
                 x0,
                 lo,
                 hi,
@@ -442,8 +565,8 @@ class ObservationAttack:
                 method=self.method,
                 seed=self.seed,
                 objective=objective,
-                network=self.adapter.networks,
-                lr=self.alpha,
+                network=self._networks(self.loss),
+                lr=self.step_size,
                 config=self.config,
                 compile=self.compile,
             )
@@ -452,7 +575,7 @@ class ObservationAttack:
                 x_adv = torch.minimum(torch.maximum(x_adv.round(), lo), hi)
             with torch.no_grad():
                 adv_out = self.adapter.output(x_adv)
-                value = objective(adv_out, x_adv)
+                value = objective(adv_out if self.loss != "value" else scores(x_adv), x_adv)
             # The clean observation is a candidate: never return something worse under the
             # objective (a random start or rounding to integers can be).
             worse = ~(value >= clean_value)
@@ -499,6 +622,179 @@ def _range_hint(attack: ObservationAttack) -> str:
     return "(the integer dtype's range)"
 
 
+def _check_dlr_actions(n_actions: int, targeted: bool) -> None:
+    need = 4 if targeted else 3
+    if n_actions < need:
+        kind = "targeted DLR (z_pi3 and z_pi4)" if targeted else "DLR (z_pi1 - z_pi3)"
+        raise ValueError(
+            f"loss='dlr' needs at least {need} actions for the {kind} denominator, the "
+            f"policy has {n_actions}; use loss='ce' (or 'kl')"
+        )
+
+
+def dlr_loss(
+    scores: torch.Tensor, clean_actions: torch.Tensor, targets: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Difference of logits ratio (Croce & Hein 2020, Eq. 5 and 6), to be maximized.
+
+    :param scores: ``(N, A)`` float logits or Q-values; ``A >= 3`` (``>= 4`` targeted).
+    :param clean_actions: ``(N,)`` int64 in ``[0, A)``: the label ``y`` (clean action).
+    :param targets: ``(N,)`` int64 in ``[0, A)``: target actions ``t``, or ``None``.
+    :returns: ``(N,)``: untargeted ``-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)``,
+        targeted ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``, where
+        ``z_pi1 >= z_pi2 >= ...`` are the sorted scores; the denominators get ``1e-12``
+        as in the paper's code. Positive exactly when ``y`` is no longer the best
+        (untargeted) or ``t`` beats ``y`` (targeted).
+    """
+    z = scores.sort(dim=1, descending=True).values
+    z_y = scores.gather(1, clean_actions[:, None]).squeeze(1)
+    if targets is None:
+        best_other = torch.where(z_y >= z[:, 0], z[:, 1], z[:, 0])
+        return -(z_y - best_other) / (z[:, 0] - z[:, 2] + 1e-12)
+    z_t = scores.gather(1, targets[:, None]).squeeze(1)
+    return -(z_y - z_t) / (z[:, 0] - (z[:, 2] + z[:, 3]) / 2 + 1e-12)
+
+
+def common_objective(
+    scores: torch.Tensor, clean_actions: torch.Tensor, targets: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The scale :class:`WorstCaseAttack` compares its members on, whatever their losses.
+
+    :param scores: ``(N, A)`` float logits (or Q-values, read as ``softmax(Q)``).
+    :param clean_actions: ``(N,)`` int64: the clean greedy actions.
+    :param targets: ``(N,)`` int64 target actions (targeted), or ``None``.
+    :returns: ``(N,)``: untargeted, the cross-entropy of the clean action
+        ``-log pi(a_clean | s')``; targeted, ``log pi(target | s')``: the ``"ce"``
+        objective of :class:`ObservationAttack`, larger is stronger.
+    """
+    logp = F.log_softmax(scores, dim=1)
+    if targets is None:
+        return -logp.gather(1, clean_actions[:, None]).squeeze(1)
+    return logp.gather(1, targets[:, None]).squeeze(1)
+
+
+# --------------------------------------------------------------------------------------
+# the worst case over several attacks
+# --------------------------------------------------------------------------------------
+class WorstCaseAttack:
+    """The strongest of several attacks, chosen per observation (AutoAttack's ensemble).
+
+    Every member attacks the same batch; for each observation the output kept is, in
+    order: a member's output that succeeds (flips the clean action; targeted: makes the
+    target the greedy action), or failing that, the one with the largest
+    :func:`common_objective` (the cross-entropy of the clean action, or the target's
+    log-probability, re-evaluated on each member's output so that members with
+    different losses, e.g. DLR or the critic's value, are compared on one scale). Among
+    several successful members, the largest common objective wins too; ties go to the
+    earliest member. So the result succeeds wherever any member does, and elsewhere
+    scores at least every member's output on the common scale (and at least the clean
+    observation when a member maximizes that scale itself: ``loss="ce"``).
+
+    Callable like an :class:`ObservationAttack`, and usable in :class:`AttackedPolicy`
+    and :class:`AttackedVecEnv`; :meth:`perturb` reports each observation's winning
+    member (``AttackResult.winner``) and :class:`AttackStats` counts the wins.
+
+    :param attacks: the members, :class:`ObservationAttack` s of the same model, ``eps``,
+        ``bounds`` and targeted mode (members with the default targets pick the same
+        ones: the clean policy's least likely action). The model is left as it was.
+    """
+
+    def __init__(self, attacks: Sequence[ObservationAttack]) -> None:
+        members = list(attacks) if isinstance(attacks, Sequence) else []
+        if not members:
+            raise ValueError("attacks must be a non-empty list of ObservationAttack")
+        for a in members:
+            if not isinstance(a, ObservationAttack):
+                raise TypeError(
+                    f"WorstCaseAttack members must be ObservationAttack, got {type(a).__name__}"
+                )
+        first = members[0]
+        if any(a.model is not first.model for a in members):
+            raise ValueError("all members must attack the same model (the same policy object)")
+        for name in ("eps", "targeted", "bounds"):
+            values = {getattr(a, name) for a in members}
+            if len(values) > 1:
+                raise ValueError(f"members must share {name}, got {sorted(map(str, values))}")
+        self.attacks: tuple[ObservationAttack, ...] = tuple(members)
+
+    @property
+    def adapter(self) -> _Adapter:
+        return self.attacks[0].adapter
+
+    @property
+    def model(self) -> nn.Module:
+        return self.attacks[0].model
+
+    @property
+    def eps(self) -> float:
+        return self.attacks[0].eps
+
+    @property
+    def targeted(self) -> bool:
+        return self.attacks[0].targeted
+
+    def __call__(self, obs: Observation, targets: Observation | None = None) -> Observation:
+        """The worst-case adversarial observations, same type, dtype, shape and device as
+        ``obs`` (see :meth:`ObservationAttack.__call__`)."""
+        return self.perturb(obs, targets).obs
+
+    def perturb(self, obs: Observation, targets: Observation | None = None) -> AttackResult:
+        """Run every member on ``obs`` and keep the strongest output per observation.
+
+        :param obs: as :meth:`ObservationAttack.__call__`.
+        :param targets: ``(N,)`` int target actions, passed to every member.
+        :returns: an :class:`AttackResult` with ``winner``, ``member_objectives`` and
+            ``member_success``; ``objective`` and ``clean_objective`` are on the common
+            scale; ``seconds`` covers all members.
+        """
+        t0 = time.perf_counter()
+        first = self.attacks[0]
+        results = [a.perturb(obs, targets) for a in self.attacks]
+        x, meta = first._to_tensor(obs)
+        clean_actions = torch.as_tensor(results[0].clean_actions, device=x.device)
+        target_t = None
+        if results[0].targets is not None:
+            target_t = torch.as_tensor(results[0].targets, device=x.device).long()
+        candidates, objectives = [], []
+        with eval_mode(self.model), torch.no_grad():
+            clean_value = common_objective(self.adapter.output(x), clean_actions, target_t)
+            for res in results:
+                # One forward per member on N rows, the batch shape the member scored.
+                cand, _ = first._to_tensor(res.obs)
+                candidates.append(cand)
+                objectives.append(
+                    common_objective(self.adapter.output(cand), clean_actions, target_t)
+                )
+        obj = torch.stack(objectives)  # (M, N)
+        success = torch.as_tensor(np.stack([r.success for r in results]), device=x.device)
+        any_success = success.any(dim=0, keepdim=True)
+        key = torch.where(success | ~any_success, obj, torch.full_like(obj, -math.inf))
+        winner = key.argmax(dim=0)  # the first maximum: ties go to the earliest member
+        cols = torch.arange(x.shape[0], device=x.device)
+        x_adv = torch.stack(candidates)[winner, cols]
+        win = winner.cpu().numpy()
+        rows = np.arange(len(win))
+        adv_actions = np.stack([r.adv_actions for r in results])[win, rows]
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        return AttackResult(
+            obs=first._from_tensor(x_adv, meta),
+            clean_actions=results[0].clean_actions,
+            adv_actions=adv_actions,
+            targets=results[0].targets,
+            clean_objective=clean_value.cpu().numpy(),
+            objective=obj[winner, cols].cpu().numpy(),
+            seconds=time.perf_counter() - t0,
+            winner=win.astype(np.int64),
+            member_objectives=obj.cpu().numpy(),
+            member_success=success.cpu().numpy(),
+        )
+
+
+#: What the online wrappers take: one attack or the worst case of several.
+Attack = ObservationAttack | WorstCaseAttack
+
+
 # --------------------------------------------------------------------------------------
 # online: who gets attacked when
 # --------------------------------------------------------------------------------------
@@ -531,7 +827,9 @@ class AttackStats:
     :param steps: observations seen; :param attacked: observations perturbed;
     :param flipped: attacked observations whose greedy action changed;
     :param succeeded: attacked observations where the attack succeeded (flip, or target hit);
-    :param seconds: time spent attacking; :param calls: attack calls.
+    :param seconds: time spent attacking; :param calls: attack calls;
+    :param wins: :class:`WorstCaseAttack` only: member index -> attacked observations
+        where that member's output was kept (empty for a single attack).
     """
 
     steps: int = 0
@@ -540,6 +838,7 @@ class AttackStats:
     succeeded: int = 0
     seconds: float = 0.0
     calls: int = 0
+    wins: dict[int, int] = field(default_factory=dict)
 
     @property
     def flip_rate(self) -> float:
@@ -556,10 +855,14 @@ class AttackStats:
         self.succeeded += int(res.success.sum())
         self.seconds += res.seconds
         self.calls += 1
+        if res.winner is not None:
+            members, counts = np.unique(res.winner, return_counts=True)
+            for m, c in zip(members.tolist(), counts.tolist(), strict=True):
+                self.wins[m] = self.wins.get(m, 0) + c
 
 
 def _attack_rows(
-    attack: ObservationAttack, schedule: _Schedule, stats: AttackStats, obs: np.ndarray
+    attack: Attack, schedule: _Schedule, stats: AttackStats, obs: np.ndarray
 ) -> np.ndarray:
     """Perturb the rows of a batch the schedule picks; the input is not modified."""
     n = obs.shape[0]
@@ -578,7 +881,8 @@ class AttackedPolicy:
     """An SB3 model whose ``predict`` sees attacked observations (drop-in ``predict``).
 
     :param model: the agent (anything with SB3's ``predict``; the attack holds its network).
-    :param attack: the attack to apply.
+    :param attack: the attack to apply (an :class:`ObservationAttack` or a
+        :class:`WorstCaseAttack`).
     :param every: attack on every ``every``-th call only.
     :param fraction: on those calls, attack each observation with this probability.
     :param seed: seed of the schedule's generator.
@@ -587,7 +891,7 @@ class AttackedPolicy:
     def __init__(
         self,
         model: Any,
-        attack: ObservationAttack,
+        attack: Attack,
         every: int = 1,
         fraction: float = 1.0,
         seed: int = 0,
@@ -628,7 +932,8 @@ class AttackedVecEnv(VecEnvWrapper):
     ``clean_obs`` holds the last clean batch.
 
     :param venv: the env, observations ``(n_envs, *obs_shape)`` as the attack's model takes.
-    :param attack: the attack to apply.
+    :param attack: the attack to apply (an :class:`ObservationAttack` or a
+        :class:`WorstCaseAttack`).
     :param every: attack on every ``every``-th step only (``reset`` counts as a step).
     :param fraction: on those steps, attack each env with this probability.
     :param seed: seed of the schedule's generator.
@@ -637,7 +942,7 @@ class AttackedVecEnv(VecEnvWrapper):
     def __init__(
         self,
         venv: VecEnv,
-        attack: ObservationAttack,
+        attack: Attack,
         every: int = 1,
         fraction: float = 1.0,
         seed: int = 0,

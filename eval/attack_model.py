@@ -13,7 +13,7 @@ agent's action sampling and the attack's randomness.
 Writes ``results.json``, ``returns.png`` and ``summary.md`` to the run folder.
 
     adr-rl attack agents/zoo/ppo_coinrun.zip --game coinrun --eps 2 8 --method pgd adr
-    python -m eval.attack_model agents/zoo/ppo_coinrun.zip --game coinrun
+    python -m adr_rl_app.eval.attack_model agents/zoo/ppo_coinrun.zip --game coinrun
 """
 
 from __future__ import annotations
@@ -33,16 +33,28 @@ import torch  # noqa: E402
 import tyro  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-from eval import cli, runs  # noqa: E402
-from eval.loading import (  # noqa: E402
+from adr_rl_app.eval import cli, runs  # noqa: E402
+from adr_rl_app.eval.loading import (  # noqa: E402
     ON_PROCGEN,
     UserError,
     load_model,
     resolve_device,
 )
 
-#: Methods of ``adr_rl.ObservationAttack``.
-ATTACK_METHODS = ("random", "fgsm", "pgd", "adr", "adr_sync")
+#: Attacks (``eval.attack_procgen``'s names): methods of ``adr_rl.ObservationAttack`` with
+#: the cross-entropy objective, APGD with the CE or DLR loss, the value attack (PPO/A2C
+#: only) and the worst case of ``--ensemble``.
+ATTACK_METHODS = (
+    "random",
+    "fgsm",
+    "pgd",
+    "adr",
+    "adr_sync",
+    "apgd-ce",
+    "apgd-dlr",
+    "value",
+    "ensemble",
+)
 
 
 @dataclass
@@ -52,7 +64,10 @@ class Args:
     game: str = ""
     """Procgen game the policy plays (required), e.g. coinrun or fruitbot"""
     method: list[str] = field(default_factory=lambda: ["pgd", "adr"])
-    """attack methods, each compared with the clean policy: random, fgsm, pgd, adr, adr_sync"""
+    """attacks, each compared with the clean policy: random, fgsm, pgd, adr, adr_sync, apgd-ce,
+    apgd-dlr, value (PPO/A2C), ensemble"""
+    ensemble: list[str] = field(default_factory=lambda: ["pgd", "apgd-ce", "adr_sync"])
+    """members of the 'ensemble' attack, in order"""
     eps: list[float] = field(default_factory=lambda: [2.0])
     """L-inf radii in pixel levels (0..255)"""
     steps: int = 10
@@ -81,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 def check_args(args: Args) -> None:
     """Everything that can be wrong with the request, before any episode is played."""
-    from envs.procgen import PROCGEN_GAMES
+    from adr_rl_app.envs.procgen import PROCGEN_GAMES
 
     if not args.game:
         raise UserError("--game is required: the Procgen game the policy plays (e.g. coinrun)")
@@ -89,11 +104,15 @@ def check_args(args: Args) -> None:
         raise UserError(
             f"--game {args.game!r} is not a Procgen game; choose from {', '.join(PROCGEN_GAMES)}"
         )
-    for method in args.method:
+    for method in [*args.method, *args.ensemble]:
         if method != "none" and method not in ATTACK_METHODS:
             raise UserError(
                 f"--method {method!r} is unknown; choose from {', '.join(ATTACK_METHODS)}"
             )
+    if not args.ensemble or {"ensemble", "none"} & set(args.ensemble):
+        raise UserError("--ensemble takes attack names other than 'ensemble' and 'none'")
+    if args.targeted and "value" in args.method:
+        raise UserError("--method value has no target: drop it or --targeted")
     for eps in args.eps:
         if not np.isfinite(eps) or eps < 0:
             raise UserError(f"--eps must be >= 0 (pixel levels), got {eps:g}")
@@ -103,7 +122,7 @@ def check_args(args: Args) -> None:
 
 def check_procgen_spaces(model: Any, path: str) -> None:
     """Procgen frames (64x64 RGB uint8, channels first or last) and its 15 actions."""
-    from envs.procgen import N_ACTIONS, OBS_SHAPE
+    from adr_rl_app.envs.procgen import N_ACTIONS, OBS_SHAPE
 
     obs, act = model.observation_space, model.action_space
     frame = isinstance(obs, spaces.Box) and obs.dtype == np.uint8
@@ -144,24 +163,29 @@ def settings(args: Args) -> list[tuple[str, float, int]]:
 
 def play_setting(model: Any, method: str, eps: float, steps: int, args: Args) -> dict[str, Any]:
     """All seeds' episodes of one setting, aggregated (``eval.attack_procgen``'s rollout)."""
-    from adr_rl.attack import ObservationAttack
-    from eval.attack_procgen import aggregate, play
+    from adr_rl_app.eval.attack_procgen import aggregate, make_attack, play
 
     per_seed = max(1, args.episodes // len(args.seeds))
     runs_ = []
     for seed in args.seeds:
         attack = None
         if method != "none":
-            attack = ObservationAttack(
-                model, eps=eps, steps=steps, method=method, targeted=args.targeted, seed=seed
-            )
+            try:
+                attack = make_attack(
+                    model, method, eps, steps, args.targeted, seed, members=args.ensemble
+                )
+            except ValueError as err:  # e.g. the value attack on a DQN
+                raise UserError(f"--method {method}: {err}") from err
         desc = f"{method} eps={eps:g} seed={seed}"
         runs_.append(
             play(
                 model, attack, args.game, per_seed, seed, args.n_envs, args.max_episode_steps, desc
             )
         )
-    return {"method": method, "eps": eps, "steps": steps, **aggregate(runs_), "runs": runs_}
+    row = {"method": method, "eps": eps, "steps": steps, **aggregate(runs_), "runs": runs_}
+    if row["wins"] is not None:  # member index -> name
+        row["wins"] = {m: row["wins"].get(str(j), 0) for j, m in enumerate(args.ensemble)}
+    return row
 
 
 def evaluate(args: Args) -> dict[str, Any]:
@@ -210,7 +234,7 @@ def table(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     """Return vs eps per method with 95% CIs; the grey band is the clean policy."""
-    from eval.attack_procgen import draw_returns_vs_eps
+    from adr_rl_app.eval.attack_procgen import draw_returns_vs_eps
 
     rows = [r | {"mode": results["mode"]} for r in results["rows"]]
     fig, ax = plt.subplots(figsize=(6, 4))

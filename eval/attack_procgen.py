@@ -1,4 +1,15 @@
-"""Observation attacks on the shipped Procgen PPO policies: none / random / FGSM / PGD / ADR.
+"""Observation attacks on the shipped Procgen PPO policies: none / random / FGSM / PGD /
+APGD-CE / APGD-DLR / the value attack / ADR / the worst-case ensemble.
+
+Attack names (``--methods``, ``--flip-methods``): the ``adr_rl.maximize`` methods
+``random``, ``fgsm``, ``pgd``, ``adr``, ``adr_sync`` with the cross-entropy objective;
+``apgd-ce`` and ``apgd-dlr`` (Auto-PGD, Croce & Hein 2020, with the cross-entropy or
+the difference-of-logits-ratio loss, initial step ``2 * eps``); ``value`` (SA-PPO's critic
+attack, ``-V(s')`` maximized by APGD; untargeted only); ``ensemble``
+(``adr_rl.attack.WorstCaseAttack`` of ``--ensemble``, by default PGD + APGD-CE +
+APGD-DLR + ADR: per observation the member that flips the action, else the largest
+cross-entropy). The ensemble's member win counts are reported, and every ensemble
+result is checked to be at least as strong as each of its members on every observation.
 
 Three phases, each writing JSON (config, seeds, raw numbers, aggregates) under ``--out``:
 
@@ -12,11 +23,14 @@ Three phases, each writing JSON (config, seeds, raw numbers, aggregates) under `
   (sampled actions, as the model cards); mean return with a bootstrap 95% CI,
   action-flip rate, targeted success rate and attack time per step.
 
-Usage (from the repository root)::
+Usage (from the repository root): the 512-observation table, a rollout grid, the strong
+attacks on the fixed observations, and a smoke run under runs/::
 
-    python -m eval.attack_procgen --phases tune flip                 # the 512-observation table
-    python -m eval.attack_procgen --phases rollout --eps 1 4 --steps 10 --episodes 48
-    python -m eval.attack_procgen --quick                            # smoke run, under runs/
+    python -m adr_rl_app.eval.attack_procgen --phases tune flip
+    python -m adr_rl_app.eval.attack_procgen --phases rollout --eps 1 4 --steps 10 --episodes 48
+    python -m adr_rl_app.eval.attack_procgen --phases flip --adr-method adr_sync --steps 10 \
+        --flip-methods pgd apgd-ce apgd-dlr value ensemble
+    python -m adr_rl_app.eval.attack_procgen --quick
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,15 +55,30 @@ from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from adr_rl.attack import AttackStats, ObservationAttack, attack_adr_config  # noqa: E402
-from envs.procgen import UNSEEN_LEVELS, LevelSplit, make_procgen_vec_env  # noqa: E402
-from eval import cli  # noqa: E402
-from eval.loading import zoo_path  # noqa: E402
-from eval.rollout import episode_quotas  # noqa: E402
-from eval.stats import bootstrap_mean_ci  # noqa: E402
+from adr_rl.attack import (  # noqa: E402
+    Attack,
+    AttackStats,
+    ObservationAttack,
+    WorstCaseAttack,
+    attack_adr_config,
+)
+from adr_rl_app.envs.procgen import UNSEEN_LEVELS, LevelSplit, make_procgen_vec_env  # noqa: E402
+from adr_rl_app.eval import cli  # noqa: E402
+from adr_rl_app.eval.loading import zoo_path  # noqa: E402
+from adr_rl_app.eval.rollout import episode_quotas  # noqa: E402
+from adr_rl_app.eval.stats import bootstrap_mean_ci  # noqa: E402
 
 #: Levels for the ADR-variant pick: unseen in training and disjoint from UNSEEN_LEVELS.
 TUNE_LEVELS = LevelSplit(start_level=5_000_000, num_levels=1_000_000)
+
+#: Attack names beyond the maximize methods: (maximize method, loss).
+STRONG_ATTACKS: dict[str, tuple[str, str]] = {
+    "apgd-ce": ("apgd", "ce"),
+    "apgd-dlr": ("apgd", "dlr"),
+    "value": ("apgd", "value"),
+}
+#: Every attack name the phases take.
+ATTACK_NAMES = ("random", "fgsm", "pgd", "adr", "adr_sync", *STRONG_ATTACKS, "ensemble")
 
 
 @dataclass
@@ -58,12 +87,25 @@ class Args:
     """Procgen games; the policy is agents/zoo/ppo_<game>.zip"""
     phases: list[str] = field(default_factory=lambda: ["tune", "flip", "rollout"])
     """which parts to run: tune, flip, rollout; report re-prints a finished flip phase"""
-    methods: list[str] = field(default_factory=lambda: ["none", "random", "fgsm", "pgd", "adr"])
-    """attack methods; 'adr' means the variant the tune phase picked (see --adr-method)"""
+    methods: list[str] = field(
+        default_factory=lambda: [
+            "none",
+            "random",
+            "fgsm",
+            "pgd",
+            "adr",
+            "apgd-ce",
+            "apgd-dlr",
+            "value",
+            "ensemble",
+        ]
+    )
+    """attacks (module docstring: also apgd-ce, apgd-dlr, value, ensemble); 'adr' means the
+    variant the tune phase picked (see --adr-method)"""
     adr_method: str = "auto"
     """ADR variant behind 'adr': adr, adr_sync, or auto (the tune phase's pick)"""
-    eps: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0])
-    """L-inf radii in pixel levels (0..255) for the rollouts"""
+    eps: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0, 5.0, 8.0])
+    """L-inf radii in pixel levels (0..255) for the rollouts (3 and 5: RADIAL-RL's radii)"""
     steps: list[int] = field(default_factory=lambda: [10, 50])
     """iterations of PGD/ADR/random (FGSM takes one)"""
     modes: list[str] = field(default_factory=lambda: ["untargeted", "targeted"])
@@ -82,9 +124,22 @@ class Args:
     flip_eps: list[float] = field(default_factory=lambda: [1.0, 2.0])
     """radii of the flip phase"""
     flip_methods: list[str] = field(
-        default_factory=lambda: ["random", "fgsm", "pgd", "adr", "adr_sync"]
+        default_factory=lambda: [
+            "random",
+            "fgsm",
+            "pgd",
+            "adr",
+            "adr_sync",
+            "apgd-ce",
+            "apgd-dlr",
+            "value",
+            "ensemble",
+        ]
     )
-    """methods of the flip phase (both ADR variants)"""
+    """attacks of the flip phase (both ADR variants; also apgd-ce, apgd-dlr, value, ensemble)"""
+    ensemble: list[str] = field(default_factory=lambda: ["pgd", "apgd-ce", "apgd-dlr", "adr"])
+    """members of the 'ensemble' attack ('adr': the picked variant), in order; APGD with
+    both losses, as AutoAttack runs it (APGD-DLR flips CoinRun actions APGD-CE does not)"""
     flip_modes: list[str] = field(default_factory=lambda: ["untargeted"])
     """modes of the flip phase (targeted adds the target hit rate)"""
     tune_obs: int = 256
@@ -111,6 +166,48 @@ def parse_args(argv: list[str] | None = None) -> Args:
         if args.out == Args.out:
             args.out = "runs/attack_procgen_quick"
     return args
+
+
+def check_names(args: Args) -> None:
+    for name in [*args.methods, *args.flip_methods, *args.ensemble]:
+        if name != "none" and name not in ATTACK_NAMES:
+            raise SystemExit(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)}")
+    if "ensemble" in args.ensemble or "none" in args.ensemble or not args.ensemble:
+        raise SystemExit("--ensemble takes attack names other than 'ensemble' and 'none'")
+
+
+def make_attack(
+    model: PPO,
+    name: str,
+    eps: float,
+    steps: int,
+    targeted: bool,
+    seed: int,
+    members: Sequence[str] = (),
+    config: Any = None,
+) -> Attack:
+    """The attack ``name`` (module docstring); ``members``: the ensemble's names, with 'adr'
+    already resolved to a variant."""
+    if name == "ensemble":
+        return WorstCaseAttack(
+            [make_attack(model, m, eps, steps, targeted, seed, config=config) for m in members]
+        )
+    method, loss = STRONG_ATTACKS.get(name, (name, None))
+    return ObservationAttack(
+        model,
+        eps=eps,
+        steps=steps,
+        method=method,
+        loss=loss,  # type: ignore[arg-type]
+        targeted=targeted,
+        seed=seed,
+        config=config,
+    )
+
+
+def applies(name: str, mode: str) -> bool:
+    """The value attack has no target (it lowers V); every other attack has both modes."""
+    return not (name == "value" and mode == "targeted")
 
 
 def load_model(game: str) -> PPO:
@@ -152,26 +249,46 @@ def attack_set(
     seed: int,
     batch: int,
     config: Any = None,
+    members: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Flip (or target-hit) rate of one attack over a fixed observation set, in batches."""
-    attack = ObservationAttack(
-        model, eps=eps, steps=steps, method=method, targeted=targeted, seed=seed, config=config
-    )
+    """Flip (or target-hit) rate of one attack over a fixed observation set, in batches.
+
+    For the ensemble also: each member's win count, and ``ensemble_check``: observations
+    where a member succeeds but the ensemble does not, or (none succeeding) a member's
+    output scores higher on the common scale; both must be 0.
+    """
+    attack = make_attack(model, method, eps, steps, targeted, seed, members, config)
     flipped, success, objective, seconds = [], [], [], 0.0
+    winners, missed, weaker = [], 0, 0
     for i in range(0, len(obs), batch):
         res = attack.perturb(obs[i : i + batch])
         flipped.append(res.flipped)
         success.append(res.success)
         objective.append(res.objective)
         seconds += res.seconds
+        if res.winner is not None:
+            assert res.member_success is not None and res.member_objectives is not None
+            winners.append(res.winner)
+            any_member = res.member_success.any(axis=0)
+            missed += int((any_member & ~res.success).sum())
+            none = ~any_member
+            best = res.member_objectives[:, none].max(axis=0)
+            weaker += int((res.objective[none] < best - 1e-6).sum())
     f, s = np.concatenate(flipped), np.concatenate(success)
-    return {
+    row = {
         "flip_rate": float(f.mean()),
         "success_rate": float(s.mean()),
         "mean_objective": float(np.concatenate(objective).mean()),
         "ms_per_obs": 1e3 * seconds / len(obs),
         "flipped": f.astype(int).tolist(),
+        "succeeded": s.astype(int).tolist(),
     }
+    if winners:
+        w = np.concatenate(winners)
+        row["members"] = list(members)
+        row["wins"] = {m: int((w == j).sum()) for j, m in enumerate(members)}
+        row["ensemble_check"] = {"missed_success": missed, "lower_objective": weaker}
+    return row
 
 
 def _set_flip_rates(
@@ -183,6 +300,7 @@ def _set_flip_rates(
     modes: list[str],
     steps_list: list[int],
     desc: str,
+    members: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     rows = []
     combos = [
@@ -190,29 +308,36 @@ def _set_flip_rates(
         for mode in modes
         for eps in eps_list
         for method in methods
+        if applies(method, mode)
         for steps in ([1] if method == "fgsm" else steps_list)
         for seed in args.seeds
     ]
     cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     for mode, eps, method, steps, seed in tqdm(combos, desc=desc):
         key = (mode, eps, method, steps)
-        if key in cache and seed_free(method, steps):
+        if key in cache and seed_free(method, steps, members):
             r = {**cache[key], "reused_from_seed": cache[key]["seed"]}
         else:
-            r = attack_set(model, obs, method, eps, steps, mode == "targeted", seed, args.batch)
+            targeted = mode == "targeted"
+            r = attack_set(
+                model, obs, method, eps, steps, targeted, seed, args.batch, members=members
+            )
             r["seed"] = seed
             cache[key] = r
         rows.append({"mode": mode, "eps": eps, "method": method, "steps": steps, **r, "seed": seed})
     return rows
 
 
-def seed_free(method: str, steps: int) -> bool:
+def seed_free(method: str, steps: int, members: Sequence[str] = ()) -> bool:
     """Whether the attack's result cannot depend on its seed (so one seed's run is
-    reused for the others): FGSM and PGD without random start draw nothing; ADR draws
-    only for its noise kick, first applied at step ``perturb_freq`` (25), so shorter
-    runs draw nothing (``tests/test_attack.py`` checks both)."""
-    if method in ("fgsm", "pgd"):
+    reused for the others): FGSM, PGD and APGD (one run, no random start) draw nothing;
+    ADR draws only for its noise kick, first applied at step ``perturb_freq`` (25), so
+    shorter runs draw nothing (``tests/test_attack.py`` checks both); the ensemble is
+    seed-free when all its members are."""
+    if method in ("fgsm", "pgd", *STRONG_ATTACKS):
         return True
+    if method == "ensemble":
+        return all(seed_free(m, steps) for m in members)
     return method in ("adr", "adr_sync") and steps < attack_adr_config(method).perturb_freq
 
 
@@ -279,8 +404,17 @@ def tune_ablations(model: PPO, obs: np.ndarray, args: Args) -> list[dict[str, An
     return rows
 
 
-def run_flip(args: Args, out: Path) -> dict[str, Any]:
-    report: dict[str, Any] = {"levels": dataclasses.asdict(UNSEEN_LEVELS), "games": {}}
+def ensemble_members(args: Args, adr_variant: str) -> list[str]:
+    return [adr_variant if m == "adr" else m for m in args.ensemble]
+
+
+def run_flip(args: Args, out: Path, adr_variant: str = "adr_sync") -> dict[str, Any]:
+    members = ensemble_members(args, adr_variant)
+    report: dict[str, Any] = {
+        "levels": dataclasses.asdict(UNSEEN_LEVELS),
+        "ensemble": members,
+        "games": {},
+    }
     for game in args.games:
         model = load_model(game)
         obs = collect_observations(model, game, args.flip_obs, UNSEEN_LEVELS, seed=0)
@@ -293,15 +427,74 @@ def run_flip(args: Args, out: Path) -> dict[str, Any]:
             args.flip_modes,
             args.steps,
             f"flip {game}",
+            members,
         )
     report["summary"] = summarize_flip(report)
     report["paired_vs_pgd"] = paired_vs_pgd(report)
+    report["ensemble_check"] = check_ensemble(report)
     report["n_obs"] = args.flip_obs
     (out / "flip.json").write_text(json.dumps(report, indent=1))
     print_flip(report["summary"])
     print_paired(report["paired_vs_pgd"])
+    print_ensemble(report["ensemble_check"])
     plot_flip(report, out)
     return report
+
+
+def check_ensemble(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ensemble is at least as strong as each member on every observation: per
+    ensemble row, its own check (``attack_set``) and, for every member also run alone in
+    the table (same mode, eps, steps and seed), the observations that member succeeds on
+    and the ensemble does not. Every count must be 0."""
+    out = []
+    for game, rows in report["games"].items():
+        for r in rows:
+            if r["method"] != "ensemble":
+                continue
+            key = (r["mode"], r["eps"], r["steps"], r["seed"])
+            alone = {}
+            for m in r["members"]:
+                match = [
+                    q
+                    for q in rows
+                    if q["method"] == m and (q["mode"], q["eps"], q["steps"], q["seed"]) == key
+                ]
+                if match:
+                    member = np.array(match[0]["succeeded"], dtype=bool)
+                    ens = np.array(r["succeeded"], dtype=bool)
+                    alone[m] = int((member & ~ens).sum())
+            violations = sum(r["ensemble_check"].values()) + sum(alone.values())
+            out.append(
+                {
+                    "game": game,
+                    "mode": r["mode"],
+                    "eps": r["eps"],
+                    "steps": r["steps"],
+                    "seed": r["seed"],
+                    "wins": r["wins"],
+                    "own_check": r["ensemble_check"],
+                    "member_rows_beating_ensemble": alone,
+                    "ok": violations == 0,
+                }
+            )
+    return out
+
+
+def print_ensemble(checks: list[dict[str, Any]]) -> None:
+    if not checks:
+        return
+    print("| game | mode | eps | steps | seed | member wins | at least each member |")
+    print("|---|---|---|---|---|---|---|")
+    for c in checks:
+        wins = ", ".join(f"{m} {n}" for m, n in c["wins"].items())
+        verdict = "yes" if c["ok"] else f"NO: {c['own_check']} {c['member_rows_beating_ensemble']}"
+        print(
+            f"| {c['game']} | {c['mode']} | {c['eps']:g} | {c['steps']} | {c['seed']} | "
+            f"{wins} | {verdict} |"
+        )
+    bad = [c for c in checks if not c["ok"]]
+    if bad:
+        raise SystemExit(f"ensemble check failed in {len(bad)} settings (see above)")
 
 
 def run_report(out: Path) -> None:
@@ -309,9 +502,11 @@ def run_report(out: Path) -> None:
     report = json.loads((out / "flip.json").read_text())
     report["summary"] = summarize_flip(report)
     report["paired_vs_pgd"] = paired_vs_pgd(report)
+    report["ensemble_check"] = check_ensemble(report)
     (out / "flip.json").write_text(json.dumps(report, indent=1))
     print_flip(report["summary"])
     print_paired(report["paired_vs_pgd"])
+    print_ensemble(report["ensemble_check"])
 
 
 def summarize_flip(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -347,9 +542,9 @@ def summarize_flip(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def paired_vs_pgd(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """ADR variants vs PGD on the same observations, same eps and steps: per-observation
-    flip difference (seed-averaged) with a bootstrap CI, and how many observations only
-    one of the two flips."""
+    """Every other attack vs PGD on the same observations, same eps and steps:
+    per-observation flip difference (seed-averaged) with a bootstrap CI, and how many
+    observations only one of the two flips."""
     out = []
     for game, rows in report["games"].items():
 
@@ -363,26 +558,27 @@ def paired_vs_pgd(report: dict[str, Any]) -> list[dict[str, Any]]:
             return np.mean(sel, axis=0) if sel else None
 
         keys = sorted({(r["eps"], r["steps"]) for r in rows if r["method"] == "pgd"})
+        others = [m for m in ATTACK_NAMES if m not in ("pgd", "random", "fgsm")]
         for eps, steps in keys:
             pgd = per_obs("pgd", eps, steps)
-            for variant in ("adr", "adr_sync"):
-                adr = per_obs(variant, eps, steps)
-                if pgd is None or adr is None:
+            for method in others:
+                other = per_obs(method, eps, steps)
+                if pgd is None or other is None:
                     continue
-                diff = adr - pgd
+                diff = other - pgd
                 low, high = bootstrap_mean_ci(diff)
                 out.append(
                     {
                         "game": game,
                         "eps": eps,
                         "steps": steps,
-                        "method": variant,
-                        "adr_flip": float(adr.mean()),
+                        "method": method,
+                        "flip": float(other.mean()),
                         "pgd_flip": float(pgd.mean()),
                         "diff": float(diff.mean()),
                         "diff_ci95": [low, high],
-                        "only_adr": int((adr > pgd).sum()),
-                        "only_pgd": int((pgd > adr).sum()),
+                        "only_method": int((other > pgd).sum()),
+                        "only_pgd": int((pgd > other).sum()),
                     }
                 )
     return out
@@ -390,15 +586,17 @@ def paired_vs_pgd(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def print_paired(paired: list[dict[str, Any]]) -> None:
     print(
-        "| game | eps | steps | ADR variant | ADR flip | PGD flip | ADR - PGD [95% CI] | "
-        "only ADR flips | only PGD flips |"
+        "| game | eps | steps | method | its flip | PGD flip | method - PGD [95% CI] | "
+        "only it flips | only PGD flips |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for p in paired:
+        flip = p.get("flip", p.get("adr_flip"))  # flip.json before the strong attacks
+        only = p.get("only_method", p.get("only_adr"))
         print(
-            f"| {p['game']} | {p['eps']:g} | {p['steps']} | {p['method']} | {p['adr_flip']:.3f} | "
+            f"| {p['game']} | {p['eps']:g} | {p['steps']} | {p['method']} | {flip:.3f} | "
             f"{p['pgd_flip']:.3f} | {p['diff']:+.3f} [{p['diff_ci95'][0]:+.3f}, "
-            f"{p['diff_ci95'][1]:+.3f}] | {p['only_adr']} | {p['only_pgd']} |"
+            f"{p['diff_ci95'][1]:+.3f}] | {only} | {p['only_pgd']} |"
         )
 
 
@@ -419,7 +617,7 @@ def print_flip(summary: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------------------
 def play(
     model: PPO,
-    attack: ObservationAttack | None,
+    attack: Attack | None,
     game: str,
     n_episodes: int,
     seed: int,
@@ -441,6 +639,7 @@ def play(
     ep_ret, ep_len = np.zeros(n_envs), np.zeros(n_envs, dtype=np.int64)
     returns, lengths, truncated = [], [], []
     stats = AttackStats()  # steps stays 0: only attacked observations are counted
+    missed = 0  # ensemble: observations a member succeeds on and the ensemble does not
     try:
         obs = venv.reset()
         with tqdm(total=n_episodes, desc=desc, unit="ep", leave=False) as bar:
@@ -452,6 +651,8 @@ def play(
                     seen = obs.copy()
                     seen[active] = res.obs
                     stats.count(res)
+                    if res.member_success is not None:  # the ensemble's own guarantee
+                        missed += int((res.member_success.any(axis=0) & ~res.success).sum())
                 actions, _ = model.predict(seen, deterministic=False)
                 obs, rewards, dones, _ = venv.step(actions)
                 ep_ret += rewards
@@ -479,6 +680,8 @@ def play(
         "succeeded": stats.succeeded,
         "attack_seconds": stats.seconds,
         "attack_calls": stats.calls,
+        "wins": {str(m): n for m, n in sorted(stats.wins.items())},
+        "ensemble_missed": missed,
     }
 
 
@@ -500,21 +703,34 @@ def aggregate(runs: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
         "attack_ms_per_obs": 1e3 * seconds / attacked if attacked else None,
         "attack_ms_per_call": 1e3 * seconds / calls if calls else None,
         "attacked_obs": attacked,
+        "wins": wins_of(runs),
     }
+
+
+def wins_of(runs: list[dict[str, Any]]) -> dict[str, int] | None:
+    """The ensemble's member win counts summed over runs (member index -> attacked
+    observations its output was kept on); ``None`` for a single attack."""
+    total: dict[str, int] = {}
+    for r in runs:
+        for m, n in r.get("wins", {}).items():
+            total[m] = total.get(m, 0) + n
+    return total or None
 
 
 def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
     per_seed = max(1, args.episodes // len(args.seeds))
+    members = ensemble_members(args, adr_variant)
     settings: list[tuple[str, str, float, int]] = [("none", "untargeted", 0.0, 0)]
     for mode in args.modes:
         for eps in args.eps:
             for method in args.methods:
-                if method == "none":
+                if method == "none" or not applies(method, mode):
                     continue
                 for steps in [1] if method == "fgsm" else args.steps:
                     settings.append((method, mode, eps, steps))
     report: dict[str, Any] = {
         "adr_variant": adr_variant,
+        "ensemble": members,
         "episodes_per_seed": per_seed,
         "games": {},
     }
@@ -527,14 +743,8 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
                 attack = None
                 if method != "none":
                     name = adr_variant if method == "adr" else method
-                    attack = ObservationAttack(
-                        model,
-                        eps=eps,
-                        steps=steps,
-                        method=name,
-                        targeted=mode == "targeted",
-                        seed=seed,
-                    )
+                    targeted = mode == "targeted"
+                    attack = make_attack(model, name, eps, steps, targeted, seed, members)
                 runs.append(
                     play(
                         model,
@@ -555,11 +765,20 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
                 **aggregate(runs),
                 "runs": runs,
             }
+            if row["wins"] is not None:  # member index -> name
+                row["wins"] = {m: row["wins"].get(str(j), 0) for j, m in enumerate(members)}
+                missed = sum(r["ensemble_missed"] for r in runs)
+                if missed:
+                    raise SystemExit(
+                        f"ensemble check failed: {missed} observations where a "
+                        "member flips and the ensemble does not"
+                    )
             rows.append(row)
             tqdm.write(
-                f"{game} {method:>6} {mode:>10} eps={eps:<3g} steps={steps:<3} "
+                f"{game} {method:>8} {mode:>10} eps={eps:<3g} steps={steps:<3} "
                 f"return {row['mean_return']:6.2f} [{row['ci95_low']:.2f}, {row['ci95_high']:.2f}]"
                 + (f" flip {row['flip_rate']:.3f}" if row["flip_rate"] is not None else "")
+                + (f" wins {row['wins']}" if row["wins"] else "")
             )
             report["games"][game] = rows
             (out / "rollout.json").write_text(json.dumps(report, indent=1))
@@ -571,18 +790,19 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
 def print_rollout(report: dict[str, Any]) -> None:
     print(
         "| game | method | mode | eps | steps | mean return [95% CI] | episodes (capped) | "
-        "flip rate | target hit rate | attack ms/obs |"
+        "flip rate | target hit rate | attack ms/obs | ensemble wins |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for game, rows in report["games"].items():
         for r in rows:
             flip = f"{r['flip_rate']:.3f}" if r["flip_rate"] is not None else "-"
             hit = f"{r['success_rate']:.3f}" if r["mode"] == "targeted" else "-"
             ms = f"{r['attack_ms_per_obs']:.1f}" if r["attack_ms_per_obs"] is not None else "-"
+            wins = ", ".join(f"{m} {n}" for m, n in (r.get("wins") or {}).items()) or "-"
             print(
                 f"| {game} | {r['method']} | {r['mode']} | {r['eps']:g} | {r['steps']} | "
                 f"{r['mean_return']:.2f} [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}] | "
-                f"{r['n_episodes']} ({r['truncated']}) | {flip} | {hit} | {ms} |"
+                f"{r['n_episodes']} ({r['truncated']}) | {flip} | {hit} | {ms} | {wins} |"
             )
 
 
@@ -670,6 +890,7 @@ def plot_flip(report: dict[str, Any], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    check_names(args)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -695,7 +916,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         variant = json.loads(tune.read_text())["pick"] if tune.exists() else "adr_sync"
     if "flip" in args.phases:
-        run_flip(args, out)
+        run_flip(args, out, variant)
     if "report" in args.phases:
         run_report(out)
     if "rollout" in args.phases:

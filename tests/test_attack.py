@@ -385,7 +385,7 @@ def coinrun_model():
 
 
 def test_attacked_policy_with_sb3_evaluate_policy_on_procgen(coinrun_model):
-    from envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
+    from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
     env = make_procgen_vec_env("coinrun", n_envs=2, levels=UNSEEN_LEVELS, seed=0)
     attack = ObservationAttack(coinrun_model, eps=2, steps=2, method="adr_sync")
@@ -400,7 +400,7 @@ def test_attacked_policy_with_sb3_evaluate_policy_on_procgen(coinrun_model):
 
 
 def test_attacked_vec_env_keeps_the_env_clean_and_follows_the_schedule(coinrun_model):
-    from envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
+    from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
     attack = ObservationAttack(coinrun_model, eps=4, steps=2, method="pgd")
     wrapped = AttackedVecEnv(
@@ -458,7 +458,7 @@ def test_attack_stats_count_what_each_call_did():
 def test_attack_procgen_quick_smoke(tmp_path):
     pytest.importorskip("procgen")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "eval.attack_procgen", "--quick", "--out", str(out)]
+    cmd = [sys.executable, "-m", "adr_rl_app.eval.attack_procgen", "--quick", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("tune.json", "flip.json", "rollout.json", "returns_vs_eps.png", "flip_vs_eps.png"):
@@ -467,7 +467,7 @@ def test_attack_procgen_quick_smoke(tmp_path):
 
 def test_bench_attack_quick_smoke(tmp_path):
     out = tmp_path / "bench"
-    cmd = [sys.executable, "-m", "eval.bench_attack", "--quick", "--out", str(out)]
+    cmd = [sys.executable, "-m", "adr_rl_app.eval.bench_attack", "--quick", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "results.json").exists()

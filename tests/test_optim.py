@@ -487,3 +487,46 @@ def test_plain_surrogate_installs_no_hooks_and_refuses_gating():
         with pytest.raises(RuntimeError, match="relax=True"):
             s.scan_nonlinearities(lambda: net(x))
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_threads_default_to_one_for_small_problems_and_are_restored():
+    """Small CPU problems run on one thread (threads=None), an explicit count is used,
+    and the process's setting is back after the call, also after an error."""
+    from adr_rl.machine import SMALL_WORK_ELEMENTS, threads_for
+
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return self.lin(x)
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        net = Probe()
+        maximize(net, torch.zeros(4, 3), -1.0, 1.0, steps=2, method="gd")
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        maximize(net, torch.zeros(4, 3), -1.0, 1.0, steps=2, method="gd", threads=2)
+        assert set(seen) == {2}
+        big = torch.zeros(SMALL_WORK_ELEMENTS // 3 + 1, 3)
+        assert threads_for(big) is None and threads_for(torch.zeros(2, 3)) == 1
+        with pytest.raises(ValueError, match="threads must be a positive int"):
+            maximize(net, torch.zeros(4, 3), -1.0, 1.0, steps=2, method="gd", threads=0)
+        with pytest.raises(ValueError, match="objective must have shape"):
+            maximize(
+                lambda x: net(x).expand(4, 2),
+                torch.zeros(4, 3),
+                -1.0,
+                1.0,
+                network=net,
+                method="gd",
+            )
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)

@@ -8,15 +8,18 @@ in one vectorized loop (no Python loop over problems) and returns, per problem, 
 best iterate under the *true* network, the starting point included, so
 ``result.value >= J(x0)`` always holds.
 
-Methods (see METHOD.md and the README's benchmark for how they compare):
+Methods (see docs/method.md, and docs/random-relu.md for how they compare):
 
-- ``"adr"``: Activation-Descent Regularization as specified in METHOD.md (paper
+- ``"adr"``: Activation-Descent Regularization as specified in docs/method.md (paper
   hyper-parameters, :class:`ADRConfig`).
 - ``"adr_sync"``: the project's ADR variant (:func:`adr_sync_config`): ``eta`` is
   re-synchronized with the real pattern every few steps and the objective is made
-  scale-free; the README's benchmark and ablations show why.
+  scale-free; the benchmark and ablations in docs/random-relu.md show why.
 - ``"gd"``: normalized-gradient ascent, the paper's baseline.
 - ``"pgd"``: sign-gradient ascent (projected gradient for L-inf boxes).
+- ``"apgd"``: Auto-PGD (Croce & Hein 2020): sign steps with momentum whose size is
+  halved per problem at fixed checkpoints when progress stalls, restarting from the
+  best point, optionally with random restarts (:class:`APGDConfig`).
 - ``"fgsm"``: one sign step to the box corner that the gradient points at.
 - ``"adam"``: Adam ascent, projected onto the box.
 - ``"restart_gd"``: normalized-gradient ascent restarted from a uniform random
@@ -39,11 +42,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from adr_rl.machine import threads_for, torch_threads
 from adr_rl.optim import adr, baselines
 from adr_rl.optim.configs import (
     COMPILED_METHODS,
     AdamConfig,
     ADRConfig,
+    APGDConfig,
     CEMConfig,
     Method,
     PerturbedGDConfig,
@@ -80,10 +85,17 @@ def maximize(
     objective: Objective | None = None,
     network: nn.Module | Sequence[nn.Module] | None = None,
     lr: float | None = None,
-    config: ADRConfig | AdamConfig | RestartGDConfig | PerturbedGDConfig | CEMConfig | None = None,
+    config: ADRConfig
+    | AdamConfig
+    | APGDConfig
+    | RestartGDConfig
+    | PerturbedGDConfig
+    | CEMConfig
+    | None = None,
     record_history: bool = False,
     progress: bool = False,
     compile: bool = False,
+    threads: int | None = None,
 ) -> MaximizeResult:
     """Maximize ``objective(fn(x), x)`` over the box ``[lower, upper]`` from ``x0``.
 
@@ -94,8 +106,10 @@ def maximize(
         of each of the ``B`` problems. Computation runs on its device.
     :param lower: scalar or tensor broadcastable to ``x0``; ``lower <= upper``.
     :param upper: scalar or tensor broadcastable to ``x0``. GD-type methods accept an
-        unbounded box; ``fgsm``, ``random``, ``restart_gd``, ``cem`` need finite bounds.
-    :param steps: iterations (``fgsm`` always takes one).
+        unbounded box; ``fgsm``, ``random``, ``restart_gd``, ``cem`` need finite bounds,
+        and so does ``apgd`` without ``lr`` or with restarts.
+    :param steps: iterations (``fgsm`` always takes one; ``apgd`` takes ``steps`` per
+        restart, and ``result.steps`` counts them all).
     :param method: one of :data:`METHODS`.
     :param seed: seeds this call's own ``torch.Generator`` (nothing global is read;
         ``None`` means 0, so every call is reproducible).
@@ -104,8 +118,9 @@ def maximize(
         restored for every method); default ``fn``. ADR needs a ReLU network, the other
         methods any differentiable one.
     :param lr: step size (ADR/GD: L2 length of an ``x`` step; PGD: sign-step size;
-        Adam: learning rate). Default per method; PGD's default is
-        ``2.5 * max half-width / steps`` (Madry et al.).
+        Adam: learning rate; APGD: the initial sign-step size of every coordinate).
+        Default per method; PGD's default is ``2.5 * max half-width / steps`` (Madry et
+        al.), APGD's is ``2 * half-width`` of each coordinate (Croce & Hein's ``2 eps``).
     :param config: method options (:class:`ADRConfig` for ``adr``/``adr_sync``, ...).
         ``cem`` evaluates ``fn`` on ``population * B`` rows at once, stacked as
         ``population`` copies of the batch (row ``i`` belongs to problem ``i % B``); a
@@ -117,6 +132,11 @@ def maximize(
         network and shape compiles (seconds to a minute); later ones reuse it. Same
         iterates up to float rounding, several times faster per step on small problems.
         Needs the backend's toolchain (a C++ compiler on CPU, Triton on CUDA).
+    :param threads: torch intra-op threads for this call on CPU, restored after it.
+        ``None`` (default): 1 thread for small problems (``x0`` with at most
+        :data:`adr_rl.machine.SMALL_WORK_ELEMENTS` elements), whose steps take micro- to
+        milliseconds and stall when a second thread waits for a busy core; the
+        process's setting otherwise.
     :raises NonReluNetworkError: ``adr``/``adr_sync`` on a network that is not a ReLU
         network ADR can relax.
     :raises ValueError: bad bounds, shapes, ``x0`` with NaN or outside the box, ...
@@ -137,47 +157,68 @@ def maximize(
         torch.isfinite(lo).all() and torch.isfinite(hi).all()
     ):
         raise ValueError(f"method {method!r} needs finite lower and upper bounds")
+    config = _resolve_config(method, config)
+    finite = bool(torch.isfinite(lo).all() and torch.isfinite(hi).all())
+    if method == "apgd" and not finite and (lr is None or cast(APGDConfig, config).n_restarts > 1):
+        raise ValueError(
+            "apgd needs finite lower and upper bounds for its default step size (2 * "
+            "half-width) and its restarts; pass lr= and n_restarts=1 for an unbounded box"
+        )
+    apgd_lr = lr  # None: APGD's default, 2 * half-width per coordinate
     if lr is None:
         lr = _default_lr(method, lo, hi, steps)
     if lr < 0 or not math.isfinite(lr):
         raise ValueError(f"lr must be a finite number >= 0, got {lr}")
-    config = _resolve_config(method, config)
-    generator = torch.Generator(device=x0.device)
-    generator.manual_seed(0 if seed is None else int(seed))
+    with torch_threads(threads_for(x0, threads)):
+        generator = torch.Generator(device=x0.device)
+        generator.manual_seed(0 if seed is None else int(seed))
 
-    def evaluate(x: torch.Tensor) -> torch.Tensor:
-        out = fn(x)
-        return _objective_values(objective, out, x)
+        def evaluate(x: torch.Tensor) -> torch.Tensor:
+            out = fn(x)
+            return _objective_values(objective, out, x)
 
-    # Only ADR evaluates the surrogate; every other method works on any differentiable
-    # network (Tanh policies, functional relu, ...), frozen and restored all the same.
-    relaxes = method in ("adr", "adr_sync")
-    with ReluSurrogate(modules, relax=relaxes) as surrogate:
-        if relaxes:
-            surrogate.scan_nonlinearities(lambda: evaluate(x0))
-        problem = Problem(evaluate, surrogate, x0, lo, hi, generator, record_history)
-        steps_run = 1 if method == "fgsm" else steps
-        bar = tqdm(total=steps_run, desc=f"maximize[{method}]", disable=not progress, leave=False)
-        try:
-            if compile:
-                from adr_rl.optim import compiled
+        # Only ADR evaluates the surrogate; every other method works on any differentiable
+        # network (Tanh policies, functional relu, ...), frozen and restored all the same.
+        relaxes = method in ("adr", "adr_sync")
+        with ReluSurrogate(modules, relax=relaxes) as surrogate:
+            if relaxes:
+                surrogate.scan_nonlinearities(lambda: evaluate(x0))
+            problem = Problem(evaluate, surrogate, x0, lo, hi, generator, record_history)
+            steps_run = 1 if method == "fgsm" else steps
+            if method == "apgd":
+                steps_run = steps * cast(APGDConfig, config).n_restarts
+            bar = tqdm(
+                total=steps_run, desc=f"maximize[{method}]", disable=not progress, leave=False
+            )
+            try:
+                if compile:
+                    from adr_rl.optim import compiled
 
-                if method in ("adr", "adr_sync"):
-                    info = compiled.run_adr(problem, steps_run, lr, cast(ADRConfig, config), bar)
-                    info["config"] = dataclasses.asdict(cast(ADRConfig, config))
+                    if method in ("adr", "adr_sync"):
+                        info = compiled.run_adr(
+                            problem, steps_run, lr, cast(ADRConfig, config), bar
+                        )
+                        info["config"] = dataclasses.asdict(cast(ADRConfig, config))
+                    else:
+                        info = compiled.run_gradient(problem, method, steps_run, lr, bar)
+                elif method in ("adr", "adr_sync"):
+                    info = adr.run_adr(problem, steps_run, lr, cast(ADRConfig, config), bar)
+                elif method == "random":
+                    info = baselines.run_random(problem, steps_run, bar)
+                elif method == "cem":
+                    info = baselines.run_cem(problem, steps_run, cast(CEMConfig, config), bar)
+                elif method == "apgd":
+                    info = baselines.run_apgd(
+                        problem, steps, apgd_lr, cast(APGDConfig, config), bar
+                    )
                 else:
-                    info = compiled.run_gradient(problem, method, steps_run, lr, bar)
-            elif method in ("adr", "adr_sync"):
-                info = adr.run_adr(problem, steps_run, lr, cast(ADRConfig, config), bar)
-            elif method == "random":
-                info = baselines.run_random(problem, steps_run, bar)
-            elif method == "cem":
-                info = baselines.run_cem(problem, steps_run, cast(CEMConfig, config), bar)
-            else:
-                info = baselines.run_gradient(problem, method, steps_run, lr, config, bar)
-        finally:
-            bar.close()
-    evals = network_evaluations(method, steps_run, config if method == "cem" else None)
+                    info = baselines.run_gradient(problem, method, steps_run, lr, config, bar)
+            finally:
+                bar.close()
+    if method == "apgd":
+        evals = network_evaluations(method, steps, config)
+    else:
+        evals = network_evaluations(method, steps_run, config if method == "cem" else None)
     return problem.result(method, steps_run, evals, info)
 
 
@@ -249,6 +290,7 @@ def _resolve_config(method: str, config: Any) -> Any:
         "adr": ADRConfig,
         "adr_sync": ADRConfig,
         "adam": AdamConfig,
+        "apgd": APGDConfig,
         "restart_gd": RestartGDConfig,
         "perturbed_gd": PerturbedGDConfig,
         "cem": CEMConfig,

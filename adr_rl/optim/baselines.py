@@ -1,5 +1,6 @@
 """The baselines ADR is compared with: gradient ascent (normalized, sign, one-step
-FGSM, Adam, with restarts or kicks), the cross-entropy method and uniform sampling.
+FGSM, Adam, with restarts or kicks), Auto-PGD, the cross-entropy method and uniform
+sampling.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from adr_rl.optim.configs import CEMConfig
-from adr_rl.optim.problem import Problem, gradient, normalized
+from adr_rl.optim.configs import APGDConfig, CEMConfig
+from adr_rl.optim.problem import Problem, gradient, keep_better, normalized
 
 
 def run_gradient(
@@ -51,6 +52,78 @@ def run_gradient(
         bar.update()
     problem.finish(x)
     return info
+
+
+def run_apgd(
+    problem: Problem, steps: int, lr: float | None, cfg: APGDConfig, bar: tqdm
+) -> dict[str, Any]:
+    """Auto-PGD (Croce & Hein 2020, Algorithm 1) on all problems at once.
+
+    Each problem keeps its own step size (``(B, *input_shape)``, halved per problem at
+    the checkpoints) and its own run's best point ``x_max`` to restart from; every
+    iterate is also offered to the problem's best-iterate record. One gradient per
+    iterate (the last one of a run needs only its value), as PGD.
+
+    :param lr: one initial step size for every coordinate; ``None``: ``2 * half-width``
+        of each coordinate's box (the paper's ``2 * eps``).
+    """
+    lo, hi = problem.lo, problem.hi
+    eta0 = (hi - lo).clone() if lr is None else torch.full_like(lo, float(lr))
+    checkpoints = set(cfg.checkpoint_steps(steps))
+    b = problem.batch
+    halvings = torch.zeros(b, dtype=torch.long, device=lo.device)
+    x_start = problem.best_x.clone()
+    info: dict[str, Any] = {"lr": lr, "n_restarts": cfg.n_restarts}
+    info["checkpoints"] = sorted(checkpoints)
+    if steps == 0:
+        return {**info, "halvings": halvings.cpu()}
+
+    def rows(mask: torch.Tensor) -> torch.Tensor:
+        return mask.view(-1, *([1] * (lo.dim() - 1)))
+
+    for restart in range(cfg.n_restarts):
+        x = x_start if restart == 0 else problem.uniform()
+        eta = eta0.clone()
+        value, grad = gradient(problem, x)
+        problem.offer(x, value)
+        x_max, f_max = x.clone(), value.clone()
+        g_max = grad.clone()
+        x_prev, prev_value = x, value
+        increases = torch.zeros(b, device=lo.device)
+        f_max_at_check = f_max.clone()
+        halved_at_check = torch.zeros(b, dtype=torch.bool, device=lo.device)
+        last_check = 0
+        for k in range(1, steps + 1):
+            # Eq. (2): a sign step, then the momentum step between it and the last move.
+            a = 1.0 if k == 1 else cfg.momentum
+            z = problem.project(x + eta * grad.sign())
+            x_prev, x = x, problem.project(x + a * (z - x) + (1 - a) * (x - x_prev))
+            if k < steps:
+                value, grad = gradient(problem, x)
+            else:
+                value, _ = problem.true_value(x, record=False)
+            problem.offer(x, value)
+            increases += (value > prev_value).to(increases.dtype)
+            prev_value = value
+            better = value > f_max
+            g_max = torch.where(rows(better), grad, g_max)
+            x_max, f_max = keep_better(x_max, f_max, x, value)
+            if k in checkpoints:
+                cond1 = increases < cfg.rho * (k - last_check)
+                cond2 = ~halved_at_check & ~(f_max > f_max_at_check)
+                halve = cond1 | cond2
+                eta = torch.where(rows(halve), eta / 2, eta)
+                # Restart the halved problems from their best point, with its gradient.
+                x = torch.where(rows(halve), x_max, x)
+                grad = torch.where(rows(halve), g_max, grad)
+                prev_value = torch.where(halve, f_max, prev_value)
+                halvings += halve.long()
+                halved_at_check, f_max_at_check = halve, f_max.clone()
+                increases.zero_()
+                last_check = k
+            problem.record()
+            bar.update()
+    return {**info, "halvings": halvings.cpu()}
 
 
 def run_random(problem: Problem, steps: int, bar: tqdm) -> dict[str, Any]:

@@ -5,17 +5,29 @@ that equal-budget comparisons use.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 Method = Literal[
-    "adr", "adr_sync", "gd", "pgd", "fgsm", "adam", "restart_gd", "perturbed_gd", "cem", "random"
+    "adr",
+    "adr_sync",
+    "gd",
+    "pgd",
+    "apgd",
+    "fgsm",
+    "adam",
+    "restart_gd",
+    "perturbed_gd",
+    "cem",
+    "random",
 ]
 METHODS: tuple[str, ...] = (
     "adr",
     "adr_sync",
     "gd",
     "pgd",
+    "apgd",
     "fgsm",
     "adam",
     "restart_gd",
@@ -35,6 +47,7 @@ EVALS_PER_STEP = {
     "adr_sync": 3,
     "gd": 2,  # forward (also the true value), backward
     "pgd": 2,
+    "apgd": 2,  # one gradient per iterate, as PGD (times n_restarts)
     "fgsm": 2,
     "adam": 2,
     "restart_gd": 2,
@@ -46,20 +59,24 @@ EVALS_PER_STEP = {
 def network_evaluations(method: str, steps: int, config: Any = None) -> int:
     """Network passes (forward or backward, over the whole batch) ``steps`` iterations cost.
 
-    A CEM iteration evaluates its whole population: ``config.population`` passes.
+    A CEM iteration evaluates its whole population: ``config.population`` passes. APGD
+    runs ``steps`` iterations per restart: ``2 * steps * config.n_restarts`` passes.
     """
     check_method(method)
     if method == "cem":
         return (config.population if config is not None else CEMConfig().population) * steps
+    if method == "apgd":
+        restarts = config.n_restarts if config is not None else APGDConfig().n_restarts
+        return EVALS_PER_STEP[method] * steps * restarts
     return EVALS_PER_STEP[method] * steps
 
 
 @dataclass(frozen=True)
 class ADRConfig:
-    """Hyper-parameters of ADR (METHOD.md, ingredients 1-5).
+    """Hyper-parameters of ADR (docs/method.md, ingredients 1-5).
 
     Defaults are the public proof of concept's values for the small random network
-    (METHOD.md, "Reference hyper-parameters"), which the paper also uses for action
+    (docs/method.md, "Reference hyper-parameters"), which the paper also uses for action
     refinement up to the learning rates. The ablation switches (``use_constraint``,
     ``use_eta_step``, ``use_noise``) exist to measure which part earns the gain.
     """
@@ -80,7 +97,7 @@ class ADRConfig:
     """Dual-ascent rate of the multiplier ``c`` (raised while violated, decayed otherwise)."""
     c_min: float = 1e-2
     """Bounds of ``c``; the reference gives none, these keep it within a decade or two
-    of ``c_init`` (METHOD.md, ingredient 5)."""
+    of ``c_init`` (docs/method.md, ingredient 5)."""
     c_max: float = 10.0
     noise_scale: float = 0.1
     """Std of the Gaussian kick added to ``eta`` when its gradient is tiny."""
@@ -162,6 +179,81 @@ class CEMConfig:
             raise ValueError("need 1 <= elites <= population")
         if self.init_std <= 0 or self.min_std < 0:
             raise ValueError("init_std must be > 0 and min_std >= 0")
+
+
+@dataclass(frozen=True)
+class APGDConfig:
+    """Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
+    ensemble of diverse parameter-free attacks", Sec. 3, Algorithm 1), for any box.
+
+    Sign steps (the L-inf geometry) of initial size ``2 * half-width`` of each coordinate
+    (the paper's ``eta = 2 * eps``; ``maximize(lr=...)`` sets one size for all), a
+    momentum step, and at each checkpoint ``w_j`` the step size of a problem is halved,
+    and its iterate moved back to its best point, when
+
+    1. the value rose in fewer than ``rho * (w_j - w_{j-1})`` of the steps since the
+       last checkpoint (the paper's condition 1), or
+    2. the step size was not halved at ``w_{j-1}`` and the best value has not improved
+       since then (condition 2).
+
+    Every default is the paper's (Sec. 3.2 and its code ``autoattack/autopgd_base.py``).
+    This follows the paper's text where its code differs in details: condition 1 counts
+    ``< rho * interval`` (the code: ``<=``), condition 2 may fire at the first
+    checkpoint (the code skips it there), and the checkpoints round as below. The
+    torchattacks cross-check (``tests/test_attack_torchattacks.py``) finds the same flip
+    rates either way.
+    """
+
+    rho: float = 0.75
+    """Success fraction of condition 1 (the paper's ``rho``)."""
+    momentum: float = 0.75
+    """Weight of the new step against the previous move (the paper's ``alpha``):
+    ``x <- P(x + momentum * (z - x) + (1 - momentum) * (x - x_prev))``; the first step of
+    each run takes the plain step (weight 1)."""
+    n_restarts: int = 1
+    """Independent runs of ``steps`` iterations each, the first from ``x0``, the others
+    from uniform points of the box (needs finite bounds); the best point over all wins."""
+    first_checkpoint: float = 0.22
+    """``p_1``: the first checkpoint as a fraction of the steps (``p_0 = 0``)."""
+    interval_decay: float = 0.03
+    """``p_{j+1} = p_j + max(p_j - p_{j-1} - interval_decay, min_interval)``."""
+    min_interval: float = 0.06
+    """The shortest interval between checkpoints, as a fraction of the steps."""
+    checkpoints: tuple[int, ...] | None = None
+    """Explicit checkpoint iterations (``1 <= w < steps``, increasing) instead of the
+    paper's ``w_j = ceil(p_j * steps)``. The reference code rounds each interval down
+    separately (``int(0.22 N)``, shrinking by ``max(int(0.03 N), 1)`` to
+    ``max(int(0.06 N), 1)``), which differs for short runs: at 10 steps the paper's
+    schedule checks at 3, 5, 6, 7, 8, 9, the code's at 2, 3, 4, ..., 9."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.rho <= 1.0 or not 0.0 < self.momentum <= 1.0:
+            raise ValueError("rho and momentum must lie in (0, 1]")
+        if not isinstance(self.n_restarts, int) or self.n_restarts < 1:
+            raise ValueError(f"n_restarts must be an int >= 1, got {self.n_restarts!r}")
+        if not 0.0 < self.first_checkpoint <= 1.0 or self.min_interval <= 0:
+            raise ValueError("need 0 < first_checkpoint <= 1 and min_interval > 0")
+        if self.interval_decay < 0:
+            raise ValueError("interval_decay must be >= 0")
+        if self.checkpoints is not None:
+            w = list(self.checkpoints)
+            if any(not isinstance(c, int) or c < 1 for c in w) or w != sorted(set(w)):
+                raise ValueError("checkpoints must be increasing ints >= 1, e.g. (2, 4, 6)")
+
+    def checkpoint_steps(self, steps: int) -> list[int]:
+        """The checkpoints ``w_1 < w_2 < ...`` of a run of ``steps`` iterations, below
+        ``steps`` (a check at the last iteration could change nothing)."""
+        if self.checkpoints is not None:
+            return [w for w in self.checkpoints if w < steps]
+        out: list[int] = []
+        p_prev, p = 0.0, self.first_checkpoint
+        while True:
+            w = math.ceil(round(p * steps, 9))  # round: 0.22 * 50 is 11.000000000000002
+            if w >= steps:
+                return out
+            if not out or w > out[-1]:
+                out.append(w)
+            p_prev, p = p, p + max(p - p_prev - self.interval_decay, self.min_interval)
 
 
 @dataclass(frozen=True)
