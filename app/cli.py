@@ -88,23 +88,12 @@ def _wants_run_dir(module: object, argv: Sequence[str]) -> bool:
     return "out" in names and not any(a == "--out" or a.startswith("--out=") for a in argv)
 
 
-def _silence_legacy_gym_notice() -> None:
-    """procgen2 installs the unmaintained gym 0.26, which SB3 imports for compatibility;
-    on import it prints a four-line notice from ``gym_notices`` to stderr. The notice
-    says nothing a user of this command can act on: empty the table it is read from
-    (cheap; gym itself is imported only if a command needs it)."""
-    if importlib.util.find_spec("gym_notices") is not None:
-        notices = importlib.import_module("gym_notices.notices")
-        notices.notices = {}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     resolved = _resolve(argv)
     if isinstance(resolved, int):
         return resolved
     command, (module_name, _, extra), rest = resolved
-    _silence_legacy_gym_notice()
     from adr_rl_app.eval.errors import UserError
 
     module = importlib.import_module(f"adr_rl_app.{module_name}")

@@ -38,33 +38,9 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
+from adr_rl_app.envs.games import DISTRIBUTION_MODES, N_ACTIONS, OBS_SHAPE, PROCGEN_GAMES
+
 logger = logging.getLogger(__name__)
-
-#: The 16 Procgen games.
-PROCGEN_GAMES: tuple[str, ...] = (
-    "bigfish",
-    "bossfight",
-    "caveflyer",
-    "chaser",
-    "climber",
-    "coinrun",
-    "dodgeball",
-    "fruitbot",
-    "heist",
-    "jumper",
-    "leaper",
-    "maze",
-    "miner",
-    "ninja",
-    "plunder",
-    "starpilot",
-)
-DISTRIBUTION_MODES: tuple[str, ...] = ("easy", "hard", "extreme", "memory", "exploration")
-
-#: Observation of one env: an RGB frame, ``(64, 64, 3) uint8 in [0, 255]``.
-OBS_SHAPE: tuple[int, int, int] = (64, 64, 3)
-#: Every Procgen game exposes the same 15 discrete actions.
-N_ACTIONS = 15
 
 _SEED_MODULUS = 2**31  # procgen's rand_seed is a C int
 

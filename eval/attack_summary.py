@@ -193,7 +193,7 @@ def settings_markdown(rows: dict[Key, dict[str, Any]]) -> str:
 
 def plot(rows: dict[Key, dict[str, Any]], path: Path) -> None:
     """One panel per game and mode."""
-    from adr_rl_app.eval.attack_procgen import draw_returns_vs_eps
+    from adr_rl_app.eval.procgen_attacks import draw_returns_vs_eps
 
     games = sorted({k[0] for k in rows})
     modes = [m for m in ("untargeted", "targeted") if any(k[2] == m for k in rows)]

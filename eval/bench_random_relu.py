@@ -36,8 +36,7 @@ from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
 from adr_rl.optim.compiled import compiler_available
 from adr_rl.surrogate import ReluSurrogate
 from adr_rl_app.eval import cli
-
-SHAPES = {"small": (10, 64, 64, 1), "large": (128, 500, 500, 500, 1)}
+from adr_rl_app.eval.random_relu import SHAPES, random_relu_net, steps_for
 
 # docs/method.md, "Reference hyper-parameters": the large network's values differ.
 PAPER_ADR = {
@@ -109,28 +108,6 @@ def parse_args(argv: list[str] | None = None) -> Args:
         if args.out == Args.out:  # never overwrite the committed full results
             args.out = "runs/bench_random_relu_quick"
     return args
-
-
-def random_relu_net(sizes: tuple[int, ...], seed: int) -> nn.Sequential:
-    """The paper's random network: every weight and bias is ``U(0, 1)`` times a random sign."""
-    g = torch.Generator().manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
-        linear = nn.Linear(fan_in, fan_out)
-        with torch.no_grad():
-            for p in (linear.weight, linear.bias):
-                magnitude = torch.rand(p.shape, generator=g)
-                sign = torch.where(torch.rand(p.shape, generator=g) < 0.5, -1.0, 1.0)
-                p.copy_(magnitude * sign)
-        layers.append(linear)
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-def steps_for(method: str, adr_steps: int) -> int:
-    """Steps that give ``method`` the network evaluations of ``adr_steps`` ADR steps."""
-    return network_evaluations("adr", adr_steps) // network_evaluations(method, 1)
 
 
 def run_seed(shape: str, seed: int, names: list[str], steps: int) -> dict[str, Any]:

@@ -4,10 +4,10 @@ Two parts, each on built-in defaults:
 
 - Action refinement: the shipped TD3 Pendulum-v1 agent plays the same episodes with its
   actor's own action and with the action ADR finds by maximizing the critic within
-  --radius of it (adr_rl_app.eval.refine_model).
+  --radius of it (adr_rl_app.eval.refinement).
 - Observation attacks: the shipped CoinRun PPO policy plays levels unseen in training
   with clean observations, and with observations attacked by PGD and by ADR within
-  --eps pixel levels, same objective, step size and steps (adr_rl_app.eval.attack_model).
+  --eps pixel levels, same objective, step size and steps (adr_rl_app.eval.attacking).
 
 Writes results.json (both parts' config, seeds, raw returns and aggregates), refine.png
 (the return beside the critic's Q gain per step, with their spread), attack.png (the
@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from adr_rl_app.eval import attack_model, cli, refine_model, runs  # noqa: E402
+from adr_rl_app.eval import attacking, cli, refinement, runs  # noqa: E402
 from adr_rl_app.eval.loading import resolve_device, zoo_path  # noqa: E402
 
 #: One colour and marker per method, the same in both plots.
@@ -88,9 +88,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
-def refine_args(args: Args, device: str) -> refine_model.Args:
+def refine_args(args: Args, device: str) -> refinement.Args:
     env_id = args.agent.partition("_")[2]
-    return refine_model.Args(
+    return refinement.Args(
         model=str(zoo_path(args.agent)),
         env=env_id,
         method=["adr"],
@@ -103,8 +103,8 @@ def refine_args(args: Args, device: str) -> refine_model.Args:
     )
 
 
-def attack_args(args: Args, device: str) -> attack_model.Args:
-    return attack_model.Args(
+def attack_args(args: Args, device: str) -> attacking.Args:
+    return attacking.Args(
         model=str(zoo_path(f"ppo_{args.game}")),
         game=args.game,
         method=["pgd", "adr"],
@@ -270,9 +270,9 @@ def run(args: Args) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     print(f"[1/2] action refinement: {args.agent}, none vs ADR (radius {args.radius:g})")
-    refined = refine_model.evaluate(refine_args(args, device))
+    refined = refinement.evaluate(refine_args(args, device))
     print(f"[2/2] observation attacks: ppo_{args.game}, clean vs PGD vs ADR (eps {args.eps:g})")
-    attacked = attack_model.evaluate(attack_args(args, device))
+    attacked = attacking.evaluate(attack_args(args, device))
     results = {
         "config": asdict(args) | {"device": device},
         "platform": f"{platform.machine()}, torch {torch.__version__}, {device}",
@@ -286,8 +286,8 @@ def run(args: Args) -> dict[str, Any]:
     plot_attack(attacked, out / "attack.png")
     summary = "\n\n".join(
         [
-            refine_model.table(refined),
-            attack_model.table(attacked),
+            refinement.table(refined),
+            attacking.table(attacked),
             reading(refined, attacked),
             f"({results['seconds']:.0f} s on {device})",
         ]

@@ -36,7 +36,7 @@ from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 
 from adr_rl_app.envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
-from adr_rl_app.eval.rollout import RandomPolicy, rollout, summarize  # noqa: E402
+from adr_rl_app.eval.procgen_rollouts import RandomPolicy, rollout, summarize  # noqa: E402
 
 #: Published PPO references (IMPALA CNN, 25M steps, easy mode, test levels):
 #: Cobbe et al. 2020 (Fig. 2 / App. I) and CleanRL's ppo_procgen.py benchmark.
@@ -256,7 +256,7 @@ def write_card(path: Path, report: dict[str, Any], curve: str) -> None:
         "```python",
         "from stable_baselines3 import PPO",
         "from adr_rl_app.envs.procgen import UNSEEN_LEVELS",
-        "from adr_rl_app.eval.rollout import rollout",
+        "from adr_rl_app.eval.procgen_rollouts import rollout",
         "",
         f'model = PPO.load("agents/zoo/{Path(report["config"]["model"]).name}", device="cpu")',
         f'result = rollout(model, "{env}", 100, levels=UNSEEN_LEVELS, seed=0)',

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from adr_rl import maximize
 from adr_rl_app.eval import cli
-from adr_rl_app.eval.bench_random_relu import SHAPES, random_relu_net
+from adr_rl_app.eval.random_relu import SHAPES, random_relu_net
 
 
 @dataclass

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,8 +45,8 @@ from tqdm import tqdm  # noqa: E402
 from adr_rl import ActionRefiner, CEMConfig, network_evaluations  # noqa: E402
 from adr_rl_app.envs.control import make_control_vec_env  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
+from adr_rl_app.eval.control_rollouts import env_seeds, rollout, summarize
 from adr_rl_app.eval.loading import zoo_path  # noqa: E402
-from adr_rl_app.eval.stats import bootstrap_mean_ci  # noqa: E402
 
 ALGOS: dict[str, Any] = {"td3": TD3, "sac": SAC, "ddpg": DDPG}
 
@@ -150,61 +149,6 @@ def make_refiner(model: Any, method: str, radius: float, args: Args) -> ActionRe
     )
 
 
-def env_seeds(seeds: list[int], episodes: int) -> list[int]:
-    """Episode ``i`` of seed ``s`` runs in an env seeded ``1000 * s + i``."""
-    return [1000 * s + i for s in seeds for i in range(episodes)]
-
-
-def rollout(
-    refiner: ActionRefiner,
-    env_id: str,
-    seeds: list[int],
-    episodes: int,
-    max_episode_steps: int = 0,
-) -> dict[str, Any]:
-    """All seeds' episodes side by side; per-step diagnostics of unfinished envs."""
-    env = make_control_vec_env(env_id, seeds=env_seeds(seeds, episodes))
-    n = env.num_envs
-    obs = env.reset()
-    returns, lengths = np.zeros(n), np.zeros(n, dtype=int)
-    gain_sums = np.zeros(n)
-    done = np.zeros(n, dtype=bool)
-    gains: list[float] = []
-    changed: list[float] = []
-    times: list[float] = []
-    limit = max_episode_steps or env.envs[0].spec.max_episode_steps  # type: ignore[attr-defined]
-    bar = tqdm(total=limit, desc=f"{refiner.method} {env_id}", unit="step", leave=False)
-    while not done.all():
-        start = time.perf_counter()
-        actions, _ = refiner.predict(obs, deterministic=True)
-        times.append(time.perf_counter() - start)
-        info = refiner.last_info
-        assert info is not None
-        active = ~done
-        gains.extend(info.q_gain[active].tolist())
-        gain_sums[active] += info.q_gain[active]
-        changed.extend(info.changed[active].tolist())
-        obs, rewards, dones, _ = env.step(actions)
-        returns[active] += rewards[active]
-        lengths[active] += 1
-        capped = max_episode_steps > 0 and lengths >= max_episode_steps
-        done |= dones | capped
-        bar.update()
-    bar.close()
-    env.close()
-    return {
-        "returns": returns.tolist(),
-        "lengths": lengths.tolist(),
-        "seed_means": returns.reshape(len(seeds), episodes).mean(axis=1).tolist(),
-        "q_gain_per_step": float(np.mean(gains)),
-        "q_gain_per_episode": (gain_sums / np.maximum(lengths, 1)).tolist(),
-        "fraction_changed": float(np.mean(changed)),
-        "ms_per_call": 1e3 * float(np.mean(times)),
-        "batch": n,
-        "calls": len(times),
-    }
-
-
 def visited_states(model: Any, env_id: str, args: Args) -> np.ndarray:
     """Observations of the unrefined actor's episodes (first seed), subsampled."""
     refiner = ActionRefiner(model, method="none")
@@ -283,34 +227,6 @@ def evaluate(args: Args, checkpoint: Path | None = None) -> dict[str, Any]:
             checkpoint.write_text(json.dumps(results, indent=1))
     bar.close()
     return results
-
-
-def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any]) -> dict[str, Any]:
-    returns = np.asarray(run["returns"])
-    lo, hi = bootstrap_mean_ci(returns)
-    episode_gains = np.asarray(run["q_gain_per_episode"])
-    q_lo, q_hi = bootstrap_mean_ci(episode_gains)
-    method, steps = refiner.method, refiner.steps
-    return {
-        "method": method,
-        "radius": radius,
-        "optimizer_steps": steps,
-        "critic_evaluations": network_evaluations(method, steps, refiner.config) if steps else 0,
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "return_ci95": [lo, hi],
-        "seed_means": run["seed_means"],
-        "q_gain_per_step": run["q_gain_per_step"],
-        "q_gain_per_episode": episode_gains.tolist(),
-        "q_gain_ci95": [q_lo, q_hi],
-        "fraction_changed": run["fraction_changed"],
-        "ms_per_call": run["ms_per_call"],
-        "ms_per_action": run["ms_per_call"] / run["batch"],
-        "batch": run["batch"],
-        "episodes": int(returns.size),
-        "returns": returns.tolist(),
-        "lengths": run["lengths"],
-    }
 
 
 def merge(paths: list[str], methods: list[str]) -> dict[str, Any]:

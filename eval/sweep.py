@@ -123,13 +123,13 @@ class JobKind:
 
 JOB_KINDS: dict[str, JobKind] = {
     "refine": JobKind(
-        "adr_rl_app.eval.refine_model:sweep_job",
+        "adr_rl_app.eval.refinement:sweep_job",
         ("model", "env", "method", "radius", "steps", "episodes", "seed", "device")
         + ("budget", "critic", "max_episode_steps"),
         ("model", "env", "method", "seed"),
     ),
     "attack": JobKind(
-        "adr_rl_app.eval.attack_model:sweep_job",
+        "adr_rl_app.eval.attacking:sweep_job",
         ("model", "game", "method", "eps", "steps", "targeted", "episodes", "seed", "device")
         + ("n_envs", "max_episode_steps"),
         ("model", "game", "method", "eps", "seed"),

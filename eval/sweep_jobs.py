@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from adr_rl import maximize
-from adr_rl_app.eval.bench_random_relu import SHAPES, random_relu_net
+from adr_rl_app.eval.random_relu import SHAPES, random_relu_net
 
 
 def random_relu(params: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import tyro
 from adr_rl import ADRConfig, maximize
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
 from adr_rl_app.eval import cli
-from adr_rl_app.eval.bench_random_relu import SHAPES, random_relu_net, steps_for
+from adr_rl_app.eval.random_relu import SHAPES, random_relu_net, steps_for
 
 CONFIGS = {
     "adr": ADRConfig,

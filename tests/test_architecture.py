@@ -121,3 +121,31 @@ def test_the_checks_see_a_violation(tmp_path):
         "adr_rl.optim.problem",
         "adr_rl.optim",
     ]
+
+
+def _application_modules() -> dict[str, Path]:
+    """``adr_rl_app.<folder>.<name>`` -> file, for the eval and agents folders."""
+    out = {}
+    for folder in ("eval", "agents"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            if path.name != "__init__.py":
+                out[f"adr_rl_app.{folder}.{path.stem}"] = path
+    return out
+
+
+def _is_script(path: Path) -> bool:
+    """A command: it defines ``main`` (run by ``adr-rl`` or ``python -m``)."""
+    tree = ast.parse(path.read_text())
+    return any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
+
+
+def test_scripts_never_import_other_scripts():
+    """Shared code lives in modules without ``main``; a command imports only those."""
+    modules = _application_modules()
+    scripts = {name for name, path in modules.items() if _is_script(path)}
+    offenders = []
+    for name, path in modules.items():
+        for module, names in _imports(path, name.rpartition(".")[0]):
+            targets = {module} | {f"{module}.{n}" for n in names}
+            offenders += [f"{name} imports {t}" for t in sorted(targets & scripts) if t != name]
+    assert not offenders, offenders

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from adr_rl.optim.compiled import compiler_available
-from adr_rl_app.eval.bench_random_relu import aggregate, random_relu_net, steps_for
+from adr_rl_app.eval.bench_random_relu import aggregate
+from adr_rl_app.eval.random_relu import random_relu_net, steps_for
 
 
 def test_random_relu_net_matches_the_papers_distribution():

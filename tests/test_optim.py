@@ -146,7 +146,7 @@ def test_result_inside_box_and_never_worse(method, seed, batch, half_width):
 
 @pytest.mark.parametrize("method", ["adr", "adr_sync", "gd", "adam", "restart_gd", "perturbed_gd"])
 def test_methods_improve_a_random_network(method):
-    from adr_rl_app.eval.bench_random_relu import random_relu_net
+    from adr_rl_app.eval.random_relu import random_relu_net
 
     net = random_relu_net((10, 64, 64, 1), seed=3)
     x0 = torch.zeros(2, 10)

@@ -4,14 +4,9 @@ import numpy as np
 import pytest
 
 from adr_rl_app.envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS, LevelSplit
-from adr_rl_app.eval.rollout import (
-    RandomPolicy,
-    RolloutResult,
-    bootstrap_mean_ci,
-    episode_quotas,
-    rollout,
-    summarize,
-)
+from adr_rl_app.eval.episodes import episode_quotas
+from adr_rl_app.eval.procgen_rollouts import RandomPolicy, RolloutResult, rollout, summarize
+from adr_rl_app.eval.stats import bootstrap_mean_ci
 
 # The procgen extra (procgen2 wheel) provides the games.
 pytest.importorskip("procgen")

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from adr_rl import maximize
-from adr_rl_app.eval.bench_random_relu import SHAPES, random_relu_net
+from adr_rl_app.eval.random_relu import SHAPES, random_relu_net
 from adr_rl_app.eval.stats import bootstrap_mean_ci
 from adr_rl_app.eval.sweep import Args, SweepConfigError, expand, job_id, load_config, run
 
@@ -193,7 +193,7 @@ def test_config_errors_are_one_line(tmp_path, raw, message):
 
 
 def test_cli_reports_a_config_error_and_exits_2(tmp_path, capsys):
-    from adr_rl import cli
+    from adr_rl_app import cli
 
     assert cli.main(["sweep", str(tmp_path / "missing.yml")]) == 2
     err = capsys.readouterr().err.strip()
