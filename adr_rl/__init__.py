@@ -20,8 +20,11 @@ if TYPE_CHECKING:
         ObservationAttack,
         WorstCaseAttack,
     )
+    from adr_rl.certify import ExactResult, exact_maximize, linear_region_radius
+    from adr_rl.exploration import ExplorationRefinement, RefinedDDPG, RefinedSAC, RefinedTD3
     from adr_rl.optim import (
         COMPILED_METHODS,
+        EXACT_METHODS,
         METHODS,
         AdamConfig,
         ADRConfig,
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
         CEMConfig,
         CompileError,
         MaximizeResult,
+        MILPConfig,
         PerturbedGDConfig,
         RestartGDConfig,
         adr_sync_config,
@@ -51,6 +55,15 @@ _EXPORTS = {
     "METHODS": "adr_rl.optim",
     "AdamConfig": "adr_rl.optim",
     "ADRConfig": "adr_rl.optim",
+    "EXACT_METHODS": "adr_rl.optim",
+    "MILPConfig": "adr_rl.optim",
+    "ExactResult": "adr_rl.certify",
+    "ExplorationRefinement": "adr_rl.exploration",
+    "RefinedDDPG": "adr_rl.exploration",
+    "RefinedSAC": "adr_rl.exploration",
+    "RefinedTD3": "adr_rl.exploration",
+    "exact_maximize": "adr_rl.certify",
+    "linear_region_radius": "adr_rl.certify",
     "APGDConfig": "adr_rl.optim",
     "CEMConfig": "adr_rl.optim",
     "MaximizeResult": "adr_rl.optim",
@@ -81,6 +94,15 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "COMPILED_METHODS",
+    "EXACT_METHODS",
+    "ExactResult",
+    "ExplorationRefinement",
+    "RefinedDDPG",
+    "RefinedSAC",
+    "RefinedTD3",
+    "MILPConfig",
+    "exact_maximize",
+    "linear_region_radius",
     "METHODS",
     "ActionRefiner",
     "AttackResult",

@@ -12,6 +12,7 @@ actions are unscaled back into the env's action space.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from adr_rl.optim import COMPILED_METHODS, METHODS, maximize
+from adr_rl.optim import COMPILED_METHODS, EXACT_METHODS, METHODS, maximize
 from adr_rl.surrogate import eval_mode
 
 __all__ = ["ActionRefiner", "RefineInfo", "SUPPORTED_AGENTS"]
@@ -29,6 +30,7 @@ SUPPORTED_AGENTS = "TD3, DDPG and SAC (stable-baselines3), TQC (sb3-contrib)"
 _SUPPORTED_POLICIES = ("TD3Policy", "SACPolicy", "TQCPolicy")
 
 CriticMode = Literal["min", "q1", "mean"]
+CriticNetwork = Literal["online", "target"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class ActionRefiner:
     :param steps: optimizer iterations per call.
     :param critic: ``"min"`` over the twin Q networks (pessimistic, default), ``"q1"``,
         or ``"mean"``. TQC's quantile critics are averaged over quantiles first.
+    :param critic_network: ``"online"`` (``policy.critic``, default) or ``"target"``
+        (``policy.critic_target``, the Polyak-averaged copy the TD3/SAC updates
+        bootstrap from; refined exploration in the paper uses it).
     :param seed: seed of every call's optimizer (calls are reproducible).
     :param lr: optimizer step size (default: ``radius / 5`` for gradient methods).
     :param config: optimizer options, passed to :func:`adr_rl.maximize`.
@@ -110,18 +115,31 @@ class ActionRefiner:
         config: Any = None,
         vec_normalize: Any = None,
         compile: bool = False,
+        critic_network: CriticNetwork = "online",
     ) -> None:
         self.model = model
         self.policy = _policy_of(model)
-        if method != "none" and method not in METHODS:
+        if critic_network not in ("online", "target"):
+            raise ValueError(f"critic_network must be 'online' or 'target', got {critic_network!r}")
+        if critic_network == "target" and getattr(self.policy, "critic_target", None) is None:
+            raise TypeError(f"{type(self.policy).__name__} has no critic_target; use 'online'")
+        self.critic_network = critic_network
+        if method != "none" and method not in METHODS and method not in EXACT_METHODS:
+            choices = ", ".join((*METHODS, *EXACT_METHODS))
+            raise ValueError(f"unknown method {method!r}; choose 'none' or one of {choices}")
+        if method in EXACT_METHODS and critic == "mean":
             raise ValueError(
-                f"unknown method {method!r}; choose 'none' or one of {', '.join(METHODS)}"
+                f"method {method!r} maximizes the min of the twin critics or q1 exactly; "
+                "critic='mean' is not a ReLU network's output: use critic='min' or 'q1'"
             )
         if compile and method not in ("none", *COMPILED_METHODS):
             raise ValueError(f"compile=True supports {', '.join(COMPILED_METHODS)}, not {method!r}")
         self.compile = compile
-        if not radius > 0:
-            raise ValueError(f"radius must be > 0, got {radius}")
+        if not (radius > 0 and math.isfinite(radius)):
+            raise ValueError(
+                f"radius must be a finite number > 0, got {radius}; actions are scaled to "
+                "[-1, 1], so radius=2 already covers the whole action space"
+            )
         if critic not in ("min", "q1", "mean"):
             raise ValueError(f"critic must be 'min', 'q1' or 'mean', got {critic!r}")
         if not isinstance(steps, int) or steps < 0:
@@ -138,8 +156,15 @@ class ActionRefiner:
             if lr is not None
             else (self.radius / 5 if method in ("adr", "adr_sync", "gd") else None)
         )
-        self.q_networks: list[nn.Module] = list(self.policy.critic.q_networks)
+        self.q_networks: list[nn.Module] = list(self.critic_module.q_networks)
         self.last_info: RefineInfo | None = None
+
+    @property
+    def critic_module(self) -> Any:
+        """The SB3 ``ContinuousCritic`` refined against (online or target)."""
+        if self.critic_network == "target":
+            return self.policy.critic_target
+        return self.policy.critic
 
     @property
     def observation_space(self) -> spaces.Space:
@@ -153,10 +178,11 @@ class ActionRefiner:
         """Critic value ``(B,)`` of scaled ``actions`` ``(B, act_dim)`` in ``[-1, 1]``
         at preprocessed-by-SB3 ``obs`` (a batch as ``policy.obs_to_tensor`` returns it)."""
         with eval_mode(self.policy), torch.no_grad():
-            features = self.policy.critic.extract_features(
-                obs, self.policy.critic.features_extractor
-            )
-            return self._q_from_features(features, actions)
+            return self._q_from_features(self._features(obs), actions)
+
+    def _features(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        critic = self.critic_module
+        return critic.extract_features(obs, critic.features_extractor)
 
     def _q_from_features(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         # CEM evaluates k * B rows stacked as k copies of the batch: repeat the context.
@@ -167,14 +193,31 @@ class ActionRefiner:
         return qs.min(dim=1).values if self.critic_mode == "min" else qs.mean(dim=1)
 
     def refine(self, obs: torch.Tensor) -> tuple[torch.Tensor, RefineInfo]:
-        """Refined scaled actions ``(B, act_dim)`` in ``[-1, 1]`` for a batch of observations."""
+        """Refined scaled actions ``(B, act_dim)`` in ``[-1, 1]`` for a batch of observations,
+        starting from the actor's deterministic actions."""
         with eval_mode(self.policy), torch.no_grad():
             start = self.policy._predict(obs, deterministic=True).reshape(
                 -1, *self.action_space.shape
             )
-            features = self.policy.critic.extract_features(
-                obs, self.policy.critic.features_extractor
-            )
+        return self.refine_from(obs, start)
+
+    def refine_from(
+        self,
+        obs: torch.Tensor | dict[str, torch.Tensor],
+        start: torch.Tensor,
+        seed: int | None = None,
+    ) -> tuple[torch.Tensor, RefineInfo]:
+        """Refine given scaled actions (e.g. exploration actions) against the critic.
+
+        :param obs: a batch of ``B`` observations as ``policy.obs_to_tensor`` returns it.
+        :param start: ``(B, *action_shape)`` float scaled actions (clamped to ``[-1, 1]``),
+            on the policy's device: the centres of the trust regions.
+        :param seed: the optimizer's seed for this call (default: ``self.seed``).
+        :return: refined scaled actions ``(B, *action_shape)`` in ``[-1, 1]``, within
+            ``radius`` of ``start`` (L-inf), and the call's :class:`RefineInfo`.
+        """
+        with eval_mode(self.policy), torch.no_grad():
+            features = self._features(obs)
         start = start.clamp(-1.0, 1.0)
         flat = start.reshape(start.shape[0], -1)
         if self.method == "none":
@@ -189,8 +232,8 @@ class ActionRefiner:
                 upper=(flat + self.radius).clamp_max(1.0),
                 steps=self.steps,
                 method=self.method,
-                seed=self.seed,
-                network=self.q_networks,
+                seed=self.seed if seed is None else seed,
+                network=self.q_networks[:1] if self.critic_mode == "q1" else self.q_networks,
                 lr=self.lr,
                 config=self.config,
                 compile=self.compile,
@@ -220,6 +263,9 @@ class ActionRefiner:
             observation) inside the env's action space, and ``state`` unchanged.
         """
         _check_finite(observation)
+        first = next(iter(observation.values())) if isinstance(observation, dict) else observation
+        if np.asarray(first).ndim > 0 and np.asarray(first).shape[0] == 0:
+            raise ValueError("predict got an empty batch (0 observations); pass at least one")
         if self.vec_normalize is not None:
             observation = self.vec_normalize.normalize_obs(observation)
         obs_tensor, vectorized = self.policy.obs_to_tensor(observation)

@@ -52,13 +52,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from stable_baselines3 import PPO  # noqa: E402
-from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from adr_rl.attack import (  # noqa: E402
     attack_adr_config,
 )
-from adr_rl_app.envs.procgen import UNSEEN_LEVELS, LevelSplit, make_procgen_vec_env  # noqa: E402
+from adr_rl_app.envs.procgen import UNSEEN_LEVELS, LevelSplit  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
 from adr_rl_app.eval.loading import zoo_path  # noqa: E402
 from adr_rl_app.eval.procgen_attacks import (  # noqa: E402
@@ -66,6 +65,7 @@ from adr_rl_app.eval.procgen_attacks import (  # noqa: E402
     STRONG_ATTACKS,
     aggregate,
     applies,
+    collect_observations,
     draw_returns_vs_eps,
     make_attack,
     play,
@@ -179,27 +179,6 @@ def load_model(game: str) -> PPO:
 # --------------------------------------------------------------------------------------
 # fixed observation sets
 # --------------------------------------------------------------------------------------
-def collect_observations(
-    model: PPO, game: str, n: int, levels: LevelSplit, seed: int, n_envs: int = 16, stride: int = 4
-) -> np.ndarray:
-    """``(n, 64, 64, 3) uint8``: every ``stride``-th frame the clean policy sees."""
-    venv = make_procgen_vec_env(game, n_envs, levels=levels, seed=seed)
-    set_random_seed(seed)
-    frames: list[np.ndarray] = []
-    try:
-        obs = venv.reset()
-        t = 0
-        while sum(len(f) for f in frames) < n:
-            if t % stride == 0:
-                frames.append(obs.copy())
-            actions, _ = model.predict(obs, deterministic=False)
-            obs, _, _, _ = venv.step(actions)
-            t += 1
-    finally:
-        venv.close()
-    return np.concatenate(frames)[:n]
-
-
 def attack_set(
     model: PPO,
     obs: np.ndarray,

@@ -22,7 +22,7 @@ import dataclasses
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import tyro
@@ -30,6 +30,7 @@ import tyro
 from adr_rl_app.eval import runs
 from adr_rl_app.eval.errors import UserError
 from adr_rl_app.eval.procgen_attacks import ATTACK_NAMES
+from adr_rl_app.eval.stats import warn_if_few_episodes
 
 # torch, SB3, Procgen and matplotlib load inside the functions that need them, after the
 # flags have been checked, so a mistake is reported in well under a second.
@@ -39,8 +40,8 @@ from adr_rl_app.eval.procgen_attacks import ATTACK_NAMES
 class Args:
     model: tyro.conf.Positional[str]
     """SB3 model .zip: PPO, A2C or DQN trained on a Procgen game"""
-    game: str = ""
-    """Procgen game the policy plays (required), e.g. coinrun or fruitbot"""
+    game: Annotated[str, tyro.conf.arg(help_behavior_hint="(required)")] = ""
+    """Procgen game the policy plays, e.g. coinrun or fruitbot"""
     method: list[str] = field(default_factory=lambda: ["pgd", "adr"])
     """attacks, each compared with the clean policy: random, fgsm, pgd, adr, adr_sync, apgd-ce,
     apgd-dlr, value (PPO/A2C), ensemble"""
@@ -63,7 +64,8 @@ class Args:
     device: str = "auto"
     """torch device: auto (CUDA when present), cpu or cuda"""
     threads: int = 0
-    """torch threads on CPU (0: torch's default)"""
+    """torch threads on CPU (0: the optimizer runs small problems on 1 thread and leaves
+    torch's setting otherwise)"""
     out: str = ""
     """output folder (default: a new runs/attack-<time>/)"""
 
@@ -131,7 +133,9 @@ def prepare(args: Args) -> tuple[str, Any]:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return device, load_checked(args, device)
+    model = load_checked(args, device)
+    warn_if_few_episodes(max(1, args.episodes // len(args.seeds)) * len(args.seeds))
+    return device, model
 
 
 def settings(args: Args) -> list[tuple[str, float, int]]:

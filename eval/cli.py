@@ -49,6 +49,15 @@ def one_line(text: str) -> str:
     return "; ".join(dict.fromkeys(kept))
 
 
+def help_text(doc: str | None) -> str | None:
+    """A script's ``--help`` description: the first paragraph of its docstring, without
+    reST markup (the rest of the docstring is for readers of the code)."""
+    if not doc:
+        return doc
+    first = doc.strip().split("\n\n", 1)[0]
+    return " ".join(first.replace("``", "").replace(":class:", "").replace(":func:", "").split())
+
+
 def parse_args(
     cls: type[T],
     description: str | None = None,
@@ -57,6 +66,7 @@ def parse_args(
 ) -> T:
     """Parse ``argv`` (default: ``sys.argv[1:]``) into an instance of the dataclass ``cls``."""
     args = list(sys.argv[1:] if argv is None else argv)
+    description = help_text(description)
     if any(a in ("-h", "--help") for a in args):
         return tyro.cli(cls, args=args, description=description, prog=prog)
     captured = io.StringIO()

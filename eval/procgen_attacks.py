@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from stable_baselines3 import PPO
 
     from adr_rl.attack import Attack
+    from adr_rl_app.envs.procgen import LevelSplit
 
 # torch, SB3 and Procgen load inside the functions that use them, so the attack command
 # can check its flags against ATTACK_NAMES before they load.
@@ -60,6 +61,33 @@ def make_attack(
         seed=seed,
         config=config,
     )
+
+
+def collect_observations(
+    model: PPO, game: str, n: int, levels: LevelSplit, seed: int, n_envs: int = 16, stride: int = 4
+) -> np.ndarray:
+    """``(n, 64, 64, 3) uint8``: every ``stride``-th frame the clean policy sees (the
+    attack command's fixed observation sets: ``UNSEEN_LEVELS``, seed 0, for the flip
+    phase)."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    from adr_rl_app.envs.procgen import make_procgen_vec_env
+
+    venv = make_procgen_vec_env(game, n_envs, levels=levels, seed=seed)
+    set_random_seed(seed)
+    frames: list[np.ndarray] = []
+    try:
+        obs = venv.reset()
+        t = 0
+        while sum(len(f) for f in frames) < n:
+            if t % stride == 0:
+                frames.append(obs.copy())
+            actions, _ = model.predict(obs, deterministic=False)
+            obs, _, _, _ = venv.step(actions)
+            t += 1
+    finally:
+        venv.close()
+    return np.concatenate(frames)[:n]
 
 
 def applies(name: str, mode: str) -> bool:

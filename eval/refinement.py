@@ -19,13 +19,14 @@ import dataclasses
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import tyro
 
-from adr_rl.optim.configs import COMPILED_METHODS, METHODS, network_evaluations
+from adr_rl.optim.configs import COMPILED_METHODS, EXACT_METHODS, METHODS, network_evaluations
 from adr_rl_app.eval import runs
 from adr_rl_app.eval.errors import UserError
+from adr_rl_app.eval.stats import warn_if_few_episodes
 
 if TYPE_CHECKING:
     from adr_rl import ActionRefiner
@@ -38,11 +39,12 @@ if TYPE_CHECKING:
 class Args:
     model: tyro.conf.Positional[str]
     """SB3 model .zip: TD3, SAC, DDPG or TQC"""
-    env: str = ""
-    """Gymnasium env id the agent acts in (required), e.g. Pendulum-v1"""
+    env: Annotated[str, tyro.conf.arg(help_behavior_hint="(required)")] = ""
+    """Gymnasium env id the agent acts in, e.g. Pendulum-v1"""
     method: list[str] = field(default_factory=lambda: ["adr"])
     """refinement methods, each compared with the actor's own action: adr, adr_sync, gd,
-    adam, pgd, cem, restart_gd, perturbed_gd, random"""
+    pgd, apgd, fgsm, adam, restart_gd, perturbed_gd, cem, random, or milp (the certified
+    maximum)"""
     radius: float = 0.25
     """trust-region half-width in SB3's scaled action space [-1, 1]"""
     steps: int = 30
@@ -60,7 +62,8 @@ class Args:
     device: str = "auto"
     """torch device: auto (CUDA when present), cpu or cuda"""
     threads: int = 0
-    """torch threads on CPU (0: torch's default)"""
+    """torch threads on CPU (0: the optimizer runs small problems on 1 thread and leaves
+    torch's setting otherwise)"""
     compile: bool = False
     """run each optimizer iteration as one torch.compile'd graph (adr, adr_sync, gd, pgd;
     needs a C++ compiler on CPU): the first refinement compiles, the rest are faster"""
@@ -76,8 +79,9 @@ def check_args(args: Args) -> None:
 
     check_env_id(args.env)
     for method in args.method:
-        if method != "none" and method not in METHODS:
-            raise UserError(f"--method {method!r} is unknown; choose from {', '.join(METHODS)}")
+        if method != "none" and method not in (*METHODS, *EXACT_METHODS):
+            choices = ", ".join((*METHODS, *EXACT_METHODS))
+            raise UserError(f"--method {method!r} is unknown; choose from {choices}")
         if args.compile and method not in ("none", *COMPILED_METHODS):
             raise UserError(
                 f"--compile supports {', '.join(COMPILED_METHODS)}; --method {method!r} runs "
@@ -95,8 +99,8 @@ def check_args(args: Args) -> None:
 
 def steps_of(method: str, args: Args) -> int:
     """Optimizer steps: ``--steps``, or as many as fit in ``--budget`` evaluations."""
-    if method == "none":
-        return 0
+    if method == "none" or method in EXACT_METHODS:
+        return 0  # an exact solve has no step budget
     if not args.budget:
         return args.steps
     steps = args.budget // network_evaluations(method, 1)
@@ -132,7 +136,9 @@ def prepare(args: Args) -> tuple[str, Any]:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return device, load_checked(args, device)
+    model = load_checked(args, device)
+    warn_if_few_episodes(args.episodes * len(args.seeds), "method")
+    return device, model
 
 
 def make_refiner(model: Any, method: str, args: Args) -> ActionRefiner:

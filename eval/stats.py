@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 
@@ -49,3 +51,22 @@ def bootstrap_diff_ci(
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means_a - means_b, [alpha, 1 - alpha])
     return float(low), float(high)
+
+
+#: Episodes per setting below which a comparison of means is mostly noise: with the
+#: returns' usual spread, the 95% CI of a difference spans the whole effect sizes seen
+#: here (e.g. ADR "raised" CoinRun's return from 0 to 5 over 2 episodes).
+MIN_EPISODES = 10
+
+
+def warn_if_few_episodes(n_episodes: int, what: str = "setting") -> bool:
+    """Print a one-line warning to stderr when ``n_episodes`` < :data:`MIN_EPISODES`;
+    ``True`` when it warned."""
+    if n_episodes >= MIN_EPISODES:
+        return False
+    print(
+        f"warning: {n_episodes} episodes per {what} give confidence intervals too wide to "
+        f"compare methods; use at least {MIN_EPISODES}",
+        file=sys.stderr,
+    )
+    return True

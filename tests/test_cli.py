@@ -243,7 +243,7 @@ def test_flag_mistakes_are_reported_before_torch_loads(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == [
         "adr-rl: error: --method 'sgd' is unknown; choose from "
-        "adr, adr_sync, gd, pgd, apgd, fgsm, adam, restart_gd, perturbed_gd, cem, random"
+        "adr, adr_sync, gd, pgd, apgd, fgsm, adam, restart_gd, perturbed_gd, cem, random, milp"
     ]
 
 
@@ -252,3 +252,10 @@ def test_python_m_adr_rl_points_to_the_moved_command() -> None:
         [sys.executable, "-m", "adr_rl", "demo"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 1 and "python -m adr_rl_app" in proc.stderr
+
+
+def test_few_episodes_warn(capsys: pytest.CaptureFixture[str]) -> None:
+    from adr_rl_app.eval.stats import MIN_EPISODES, warn_if_few_episodes
+
+    assert warn_if_few_episodes(2) and "2 episodes per setting" in capsys.readouterr().err
+    assert not warn_if_few_episodes(MIN_EPISODES) and capsys.readouterr().err == ""

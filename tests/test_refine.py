@@ -174,6 +174,31 @@ def test_errors(td3):
         ActionRefiner(td3, critic="max")
     with pytest.raises(ValueError, match="observation shape"):
         ActionRefiner(td3, steps=2).predict(np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="radius must be a finite number"):
+        ActionRefiner(td3, radius=float("inf"))
+    with pytest.raises(ValueError, match="empty batch"):
+        ActionRefiner(td3, steps=2).predict(np.zeros((0, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="critic='mean'"):
+        ActionRefiner(td3, method="milp", critic="mean")
+
+
+@pytest.mark.parametrize("algo", ["td3", "sac"])
+@pytest.mark.parametrize("critic", ["min", "q1"])
+def test_milp_refinement_is_the_exact_maximum_in_the_trust_region(algo, critic, request):
+    """CAQL-style: the certified maximum of the critic over the trust region, at least
+    what every heuristic finds there, inside the action space."""
+    model = request.getfixturevalue(algo)
+    obs = _observations(model.observation_space, 8, seed=2)
+    exact = ActionRefiner(model, method="milp", radius=0.25, critic=critic)
+    actions, _ = exact.predict(obs)
+    assert all(model.action_space.contains(a) for a in actions)
+    actor, _ = model.predict(obs, deterministic=True)
+    assert (np.abs(_scaled(model, actions) - _scaled(model, actor)) <= 0.25 + 1e-5).all()
+    q_exact = exact.last_info.q_refined
+    for method in ("gd", "adr_sync", "apgd", "cem"):
+        heuristic = ActionRefiner(model, method=method, radius=0.25, steps=30, critic=critic)
+        heuristic.predict(obs)
+        assert (heuristic.last_info.q_refined <= q_exact + 1e-5).all(), method
 
 
 @pytest.mark.cuda

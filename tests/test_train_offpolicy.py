@@ -13,8 +13,8 @@ import pytest
 from stable_baselines3 import TD3
 
 from adr_rl import ActionRefiner
-from agents.hyperparams import hyperparams
-from eval.stats import bootstrap_mean_ci
+from adr_rl_app.agents.hyperparams import hyperparams
+from adr_rl_app.eval.stats import bootstrap_mean_ci
 
 
 def test_hyperparams_are_copies_and_unknown_pairs_fail():
@@ -36,7 +36,7 @@ def test_train_script_writes_a_loadable_agent_and_card(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "agents.train_offpolicy",
+        "adr_rl_app.agents.train_offpolicy",
         "--algo",
         "td3",
         "--env",
@@ -71,7 +71,7 @@ def test_train_script_writes_a_loadable_agent_and_card(tmp_path):
 def test_every_control_env_has_buildable_hyperparams(algo, env_id):
     from stable_baselines3 import SAC
 
-    from envs.control import CONTROL_ENVS, make_control_env
+    from adr_rl_app.envs.control import CONTROL_ENVS, make_control_env
 
     pytest.importorskip("Box2D" if CONTROL_ENVS[env_id] == "box2d" else "mujoco")
     config = hyperparams(algo, env_id)
@@ -83,7 +83,7 @@ def test_every_control_env_has_buildable_hyperparams(algo, env_id):
 
 
 def test_time_limit_and_latest_checkpoint(tmp_path):
-    from agents.callbacks import LatestCheckpointCallback, TimeLimitCallback
+    from adr_rl_app.agents.callbacks import LatestCheckpointCallback, TimeLimitCallback
 
     model = TD3("MlpPolicy", "Pendulum-v1", learning_starts=10_000, seed=0, verbose=0)
     ckpt = LatestCheckpointCallback(tmp_path / "latest.zip", freq=100)

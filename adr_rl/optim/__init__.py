@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from adr_rl.optim.compiled import CompileError, compiler_available
     from adr_rl.optim.configs import (
         COMPILED_METHODS,
+        EXACT_METHODS,
         METHODS,
         AdamConfig,
         ADRConfig,
         APGDConfig,
         CEMConfig,
         Method,
+        MILPConfig,
         PerturbedGDConfig,
         RestartGDConfig,
         adr_sync_config,
@@ -40,6 +42,8 @@ _EXPORTS = {
     "CompileError": "adr_rl.optim.compiled",
     "compiler_available": "adr_rl.optim.compiled",
     "COMPILED_METHODS": "adr_rl.optim.configs",
+    "EXACT_METHODS": "adr_rl.optim.configs",
+    "MILPConfig": "adr_rl.optim.configs",
     "METHODS": "adr_rl.optim.configs",
     "AdamConfig": "adr_rl.optim.configs",
     "ADRConfig": "adr_rl.optim.configs",
@@ -68,6 +72,8 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "COMPILED_METHODS",
+    "EXACT_METHODS",
+    "MILPConfig",
     "METHODS",
     "ADRConfig",
     "APGDConfig",

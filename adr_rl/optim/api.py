@@ -29,6 +29,9 @@ Methods (see docs/method.md, and docs/random-relu.md for how they compare):
 - ``"cem"``: the cross-entropy method (QT-Opt's action optimizer): sample a
   population around a mean, refit mean and std to the elites, no gradients.
 - ``"random"``: uniform samples in the box, the floor.
+- ``"milp"``: the exact maximum with a proven bound, by a mixed-integer program
+  (``adr_rl.certify``, :class:`MILPConfig`), for networks of ``nn.Linear``/``nn.ReLU``
+  whose input is affine in ``x`` (a critic with the observation fixed included).
 """
 
 from __future__ import annotations
@@ -46,11 +49,13 @@ from adr_rl.machine import threads_for, torch_threads
 from adr_rl.optim import adr, baselines
 from adr_rl.optim.configs import (
     COMPILED_METHODS,
+    EXACT_METHODS,
     AdamConfig,
     ADRConfig,
     APGDConfig,
     CEMConfig,
     Method,
+    MILPConfig,
     PerturbedGDConfig,
     RestartGDConfig,
     adr_sync_config,
@@ -91,11 +96,13 @@ def maximize(
     | RestartGDConfig
     | PerturbedGDConfig
     | CEMConfig
+    | MILPConfig
     | None = None,
     record_history: bool = False,
     progress: bool = False,
     compile: bool = False,
     threads: int | None = None,
+    bound: bool = False,
 ) -> MaximizeResult:
     """Maximize ``objective(fn(x), x)`` over the box ``[lower, upper]`` from ``x0``.
 
@@ -137,6 +144,11 @@ def maximize(
         :data:`adr_rl.machine.SMALL_WORK_ELEMENTS` elements), whose steps take micro- to
         milliseconds and stall when a second thread waits for a busy core; the
         process's setting otherwise.
+    :param bound: also compute a proven upper bound on the maximum over the box (CROWN,
+        ``adr_rl.certify``; milliseconds for critic-sized MLPs) into
+        ``result.upper_bound``, so the gap ``upper_bound - value`` is known. Needs the
+        network(s) built from ``nn.Linear``/``nn.ReLU`` with an input affine in ``x``
+        and the default objective; ``method="milp"`` always sets it.
     :raises NonReluNetworkError: ``adr``/``adr_sync`` on a network that is not a ReLU
         network ADR can relax.
     :raises ValueError: bad bounds, shapes, ``x0`` with NaN or outside the box, ...
@@ -153,6 +165,13 @@ def maximize(
         network = fn
     modules = [network] if isinstance(network, nn.Module) else list(network)
     x0, lo, hi = _check_inputs(x0, lower, upper)
+    if (bound or method in EXACT_METHODS) and objective is not None:
+        raise ValueError(
+            f"{'method milp' if method in EXACT_METHODS else 'bound=True'} works on the "
+            "network's output: drop objective= (fold it into fn, e.g. a min of critics)"
+        )
+    if method in EXACT_METHODS:
+        return _run_exact(fn, x0, lo, hi, modules, config, seed, record_history)
     if method in ("fgsm", "random", "restart_gd", "cem") and not (
         torch.isfinite(lo).all() and torch.isfinite(hi).all()
     ):
@@ -219,7 +238,66 @@ def maximize(
         evals = network_evaluations(method, steps, config)
     else:
         evals = network_evaluations(method, steps_run, config if method == "cem" else None)
-    return problem.result(method, steps_run, evals, info)
+    result = problem.result(method, steps_run, evals, info)
+    if bound:
+        from adr_rl import certify
+
+        result.upper_bound = certify.upper_bound_fn(fn, x0, lo, hi, modules, seed=seed or 0)
+    return result
+
+
+def _run_exact(
+    fn: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    x0: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    modules: list[nn.Module],
+    config: Any,
+    seed: int | None,
+    record_history: bool,
+) -> MaximizeResult:
+    """``method="milp"``: the certified maximum of ``adr_rl.certify``, scored like every
+    other method's answer under the real network (``x0`` kept where it is better)."""
+    from adr_rl import certify
+
+    cfg = _resolve_config("milp", config)
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise ValueError("method 'milp' needs finite lower and upper bounds")
+    exact = certify.exact_maximize_fn(
+        fn,
+        x0,
+        lo,
+        hi,
+        modules,
+        time_limit=cfg.time_limit,
+        mip_rel_gap=cfg.mip_rel_gap,
+        bounds=cfg.bounds,
+        warm_start=x0 if cfg.warm_start else None,
+        strategy=cfg.strategy,
+        seed=0 if seed is None else int(seed),
+    )
+    generator = torch.Generator(device=x0.device)
+    with ReluSurrogate(modules, relax=False) as surrogate:
+
+        def evaluate(x: torch.Tensor) -> torch.Tensor:
+            return _objective_values(None, fn(x), x)
+
+        problem = Problem(evaluate, surrogate, x0, lo, hi, generator, record_history)
+        x = problem.project(exact.x.to(device=x0.device, dtype=x0.dtype))
+        value, _ = problem.true_value(x, record=False)
+        problem.offer(x, value)
+        problem.record()
+    info = {
+        "status": exact.status,
+        "gap": exact.gap,
+        "solve_time": exact.solve_time,
+        "relaxation_bound": exact.relaxation_bound,
+        "n_unstable": exact.n_unstable,
+        "config": dataclasses.asdict(cfg),
+    }
+    result = problem.result("milp", 0, 0, info)
+    result.upper_bound = exact.upper_bound
+    return result
 
 
 def _check_inputs(
@@ -294,6 +372,7 @@ def _resolve_config(method: str, config: Any) -> Any:
         "restart_gd": RestartGDConfig,
         "perturbed_gd": PerturbedGDConfig,
         "cem": CEMConfig,
+        "milp": MILPConfig,
     }
     kind = expected.get(method)
     if config is None:

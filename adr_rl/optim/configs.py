@@ -21,6 +21,7 @@ Method = Literal[
     "perturbed_gd",
     "cem",
     "random",
+    "milp",
 ]
 METHODS: tuple[str, ...] = (
     "adr",
@@ -63,6 +64,8 @@ def network_evaluations(method: str, steps: int, config: Any = None) -> int:
     runs ``steps`` iterations per restart: ``2 * steps * config.n_restarts`` passes.
     """
     check_method(method)
+    if method in EXACT_METHODS:
+        raise ValueError(f"{method!r} solves the problem exactly; it has no evaluation budget")
     if method == "cem":
         return (config.population if config is not None else CEMConfig().population) * steps
     if method == "apgd":
@@ -283,7 +286,38 @@ class PerturbedGDConfig:
     """Std of the kick, as a fraction of the box width."""
 
 
+#: Methods that solve the problem exactly instead of iterating (``adr_rl/certify``):
+#: ``milp`` runs a mixed-integer program on networks of ``nn.Linear`` and ``nn.ReLU``.
+EXACT_METHODS: tuple[str, ...] = ("milp",)
+
+
+@dataclass(frozen=True)
+class MILPConfig:
+    """The exact maximum by MILP (``maximize(method="milp")``, ``adr_rl.certify``)."""
+
+    time_limit: float = 10.0
+    """Seconds per problem row; past it the row reports ``"time_limit"`` with the best
+    point and the proven bound found so far."""
+    mip_rel_gap: float = 1e-6
+    """Relative optimality gap that counts as solved (HiGHS's default, 1e-4, let two
+    HalfCheetah "optima" come out below what gradient ascent found)."""
+    bounds: Literal["interval", "crown", "crown_lp"] = "crown"
+    """Pre-activation bounds the big-M constants come from (tighter: fewer unstable
+    units, so fewer binaries)."""
+    strategy: Literal["auto", "milp", "split"] = "auto"
+    """``"split"``: branch and bound over the box with MILP leaves (fast for <= 3
+    variables); ``"milp"``: one program; ``"auto"``: split when x has <= 3 dimensions."""
+    warm_start: bool = True
+    """Start from ``x0``'s value as a cut-off (the actor's action for refinement)."""
+
+    def __post_init__(self) -> None:
+        if not self.time_limit > 0 or not 0 <= self.mip_rel_gap < 1:
+            raise ValueError("need time_limit > 0 and 0 <= mip_rel_gap < 1")
+
+
 def check_method(method: str) -> None:
-    """Raise a ``ValueError`` naming the choices if ``method`` is not one of :data:`METHODS`."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    """Raise a ``ValueError`` naming the choices if ``method`` is not one of :data:`METHODS`
+    or :data:`EXACT_METHODS`."""
+    if method not in METHODS and method not in EXACT_METHODS:
+        choices = ", ".join((*METHODS, *EXACT_METHODS))
+        raise ValueError(f"unknown method {method!r}; choose one of {choices}")

@@ -24,6 +24,11 @@ class MaximizeResult:
         ``record_history=True``, else ``None``.
     :param network_evaluations: forward + backward passes of the network, each over
         the whole batch (see :func:`network_evaluations`).
+    :param upper_bound: ``(B,)`` float64, a proven upper bound on the maximum over the
+        box where one was computed (``method="milp"``, or ``bound=True``), else ``None``:
+        ``upper_bound - value`` is the optimality gap. The bound is exact arithmetic on
+        the float64 weights; a float32 network's own value can exceed it by its
+        rounding error.
     """
 
     x: torch.Tensor
@@ -34,6 +39,7 @@ class MaximizeResult:
     network_evaluations: int
     history: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    upper_bound: torch.Tensor | None = None
 
 
 class Problem:
