@@ -25,7 +25,7 @@ _Leaf = tuple[str, str, tuple[str, ...]]
 COMMANDS: dict[str, _Leaf | dict[str, _Leaf]] = {
     "demo": (
         "eval.demo",
-        "the main job: ADR refinement and ADR/PGD attacks on the shipped agents (~2 min)",
+        "the main job: ADR refinement and ADR/PGD attacks on the shipped agents (~2.5 min)",
         (),
     ),
     "refine": ("eval.refine_model", "refine a TD3/SAC/DDPG/TQC agent's actions with ADR", ()),

@@ -1,4 +1,4 @@
-"""The main job, `adr-rl demo`: ADR on the agents this project ships, in about 2 minutes.
+"""The main job, `adr-rl demo`: ADR on the agents this project ships, in about 2.5 minutes.
 
 Two parts, each on built-in defaults:
 
@@ -14,7 +14,7 @@ Writes results.json (both parts' config, seeds, raw returns and aggregates), ref
 return beside the flip rate of each method, linear axes) and summary.md to
 runs/demo-<time>/, and prints the two tables. Uses CUDA when present.
 
-    adr-rl demo              # about 2 minutes on 2 idle CPU cores
+    adr-rl demo              # about 2.5 minutes on 2 CPU cores, idle or busy
     adr-rl demo --quick      # a few short episodes (smoke test)
 """
 
@@ -71,9 +71,10 @@ class Args:
     """seed of the episodes and the optimizers"""
     device: str = "auto"
     """torch device: auto (CUDA when present), cpu or cuda"""
-    threads: int = 0
-    """torch threads on CPU (0: the process's setting; the optimizer itself runs small
-    problems on 1 thread)"""
+    threads: int = 1
+    """torch threads on CPU (0: torch's default). One by default: the demo's batches are
+    small, and with a second thread it took 3.9x as long beside another CPU-bound process
+    (352 s vs 91 s idle, 2 cores), with one thread 134 s vs 139 s"""
     quick: bool = False
     """a few short episodes only (smoke test; numbers mean little)"""
     out: str = ""
