@@ -13,15 +13,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from adr_rl.attack import (
-        AttackedPolicy,
-        AttackedVecEnv,
-        AttackResult,
-        ObservationAttack,
-        WorstCaseAttack,
-    )
+    from adr_rl.attack import AttackResult, ObservationAttack, WorstCaseAttack
     from adr_rl.certify import ExactResult, exact_maximize, linear_region_radius
     from adr_rl.exploration import ExplorationRefinement, RefinedDDPG, RefinedSAC, RefinedTD3
+    from adr_rl.online import AttackedPolicy, AttackedVecEnv, AttackStats
     from adr_rl.optim import (
         COMPILED_METHODS,
         EXACT_METHODS,
@@ -45,8 +40,9 @@ if TYPE_CHECKING:
 # Public name -> module. Imported on first use, so `import adr_rl` (and the `adr-rl`
 # command's --help) stays fast; `from adr_rl import maximize` works as usual.
 _EXPORTS = {
-    "AttackedPolicy": "adr_rl.attack",
-    "AttackedVecEnv": "adr_rl.attack",
+    "AttackedPolicy": "adr_rl.online",
+    "AttackedVecEnv": "adr_rl.online",
+    "AttackStats": "adr_rl.online",
     "AttackResult": "adr_rl.attack",
     "ObservationAttack": "adr_rl.attack",
     "WorstCaseAttack": "adr_rl.attack",
@@ -106,6 +102,7 @@ __all__ = [
     "METHODS",
     "ActionRefiner",
     "AttackResult",
+    "AttackStats",
     "AttackedPolicy",
     "AttackedVecEnv",
     "ObservationAttack",

@@ -2,7 +2,7 @@
 
 :class:`ObservationAttack` perturbs a batch of observations inside an L-inf ball of
 radius ``eps`` (in the observation's own units, e.g. 0..255 pixel levels for
-Procgen) so that the agent's action changes (METHOD.md, "RL uses: observation
+Procgen) so that the agent's action changes (docs/method.md, "RL uses: observation
 attack"). Every method is one :func:`adr_rl.maximize` call over the batch with the
 same objective, box, step size and number of steps, so FGSM, PGD, APGD, ADR and random
 noise are compared on equal terms. ADR needs a ReLU policy; the other methods attack
@@ -12,10 +12,8 @@ any differentiable one (e.g. SB3's default Tanh ``MlpPolicy``).
 observation, the strongest member's output (AutoAttack's ensemble idea, Croce & Hein
 2020): the one that flips the action, else the one with the largest cross-entropy.
 
-Online, :class:`AttackedPolicy` (anything that calls SB3's ``predict``) and
-:class:`AttackedVecEnv` (a ``VecEnvWrapper``) show the agent perturbed observations
-while the env's state stays clean, on every ``every``-th step and a ``fraction`` of
-the envs.
+Online use (the agent sees the attacked observations while it plays) is in
+:mod:`adr_rl.online`.
 
 Objectives, all maximized over the ball:
 
@@ -43,18 +41,16 @@ import numbers
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import numpy as np
 import torch
-from gymnasium import spaces
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 from torch import nn
 from torch.nn import functional as F
 
 from adr_rl.optim import COMPILED_METHODS, ADRConfig, adr_sync_config, maximize
+from adr_rl.sb3 import PolicyAdapter, device_of, policy_adapter
 from adr_rl.surrogate import NonReluNetworkError, eval_mode, find_relus
 
 __all__ = [
@@ -62,11 +58,7 @@ __all__ = [
     "LOSSES",
     "Attack",
     "AttackResult",
-    "AttackStats",
-    "AttackedPolicy",
-    "AttackedVecEnv",
     "ObservationAttack",
-    "SUPPORTED_MODELS",
     "WorstCaseAttack",
     "attack_adr_config",
     "common_objective",
@@ -83,12 +75,6 @@ ATTACK_METHODS: tuple[str, ...] = (
     "random",
     "gd",
     "adam",
-)
-SUPPORTED_MODELS = (
-    "SB3 PPO/A2C (an ActorCriticPolicy with a Discrete action space: CnnPolicy, the IMPALA "
-    "extractor, MlpPolicy), SB3 DQN, or an nn.Module mapping a batch of observations to "
-    "logits or Q-values (N, n_actions); ADR needs ReLU activations (for MlpPolicy: "
-    "policy_kwargs=dict(activation_fn=nn.ReLU)), the other methods take any"
 )
 
 Loss = Literal["ce", "kl", "q", "dlr", "value"]
@@ -153,99 +139,6 @@ class AttackResult:
 
 
 # --------------------------------------------------------------------------------------
-# adapters: from the user's model to "observation tensor -> (N, n_actions)"
-# --------------------------------------------------------------------------------------
-@dataclass
-class _Adapter:
-    """One model seen as ``output(x) -> (N, n_actions)`` over float observations ``x``.
-
-    ``space`` is the SB3 observation space (``None`` for plain modules); ``x`` is laid
-    out as that space (channel-first images) in the observation's own units, and SB3's
-    own preprocessing (``/255`` for images) happens inside ``output``. ``value`` is an
-    actor-critic policy's critic ``x -> (N, 1)`` and ``value_networks`` its modules
-    (``None`` and empty for other models).
-    """
-
-    root: nn.Module
-    networks: list[nn.Module]
-    output: Callable[[torch.Tensor], torch.Tensor]
-    kind: Literal["policy", "q"]
-    space: spaces.Box | None
-    n_actions: int | None = None
-    value: Callable[[torch.Tensor], torch.Tensor] | None = None
-    value_networks: list[nn.Module] = field(default_factory=list)
-
-
-def _adapter(model: Any, output_kind: Literal["logits", "q"]) -> _Adapter:
-    from stable_baselines3.common.base_class import BaseAlgorithm
-    from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-    from stable_baselines3.common.preprocessing import is_image_space
-    from stable_baselines3.dqn.policies import DQNPolicy
-
-    policy = model.policy if isinstance(model, BaseAlgorithm) else model
-    if isinstance(policy, ActorCriticPolicy | DQNPolicy):
-        if not isinstance(policy.action_space, spaces.Discrete):
-            raise TypeError(
-                f"observation attacks need a Discrete action space, got {policy.action_space}"
-            )
-        if not isinstance(policy.observation_space, spaces.Box):
-            raise TypeError(
-                f"observation attacks need a Box observation space, got {policy.observation_space}"
-            )
-        space = policy.observation_space
-        # SB3's preprocess_obs for a Box space, with its image test (numpy on the space's
-        # bounds) decided once here rather than on every call: the same arithmetic, and
-        # nothing a torch.compile'd attack step would have to break its graph for.
-        scale_images = bool(policy.normalize_images and is_image_space(space))
-
-        def prep(x: torch.Tensor) -> torch.Tensor:
-            return x.float() / 255.0 if scale_images else x.float()
-
-        if isinstance(policy, DQNPolicy):
-            q_net = policy.q_net
-
-            def q_values(x: torch.Tensor) -> torch.Tensor:  # QNetwork.forward, same modules
-                return cast(torch.Tensor, q_net.q_net(q_net.features_extractor(prep(x))))
-
-            return _Adapter(policy, [q_net], q_values, "q", space, int(policy.action_space.n))
-        fe = policy.pi_features_extractor
-        actor = policy.mlp_extractor.policy_net
-        head = policy.action_net
-        vf_fe = policy.vf_features_extractor
-        critic = policy.mlp_extractor.value_net
-        value_head = policy.value_net
-
-        def logits(x: torch.Tensor) -> torch.Tensor:
-            return head(actor(fe(prep(x))))
-
-        def value(x: torch.Tensor) -> torch.Tensor:  # ActorCriticPolicy.predict_values
-            return value_head(critic(vf_fe(prep(x))))
-
-        return _Adapter(
-            policy,
-            [fe, actor, head],
-            logits,
-            "policy",
-            space,
-            int(policy.action_space.n),
-            value,
-            [vf_fe, critic, value_head],
-        )
-    if isinstance(model, BaseAlgorithm | BasePolicy) or not isinstance(model, nn.Module):
-        raise TypeError(
-            f"ObservationAttack supports {SUPPORTED_MODELS}; got {type(model).__name__}"
-        )
-    if output_kind not in ("logits", "q"):
-        raise ValueError(f"output must be 'logits' or 'q', got {output_kind!r}")
-    return _Adapter(model, [model], model, "policy" if output_kind == "logits" else "q", None)
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-# --------------------------------------------------------------------------------------
 # the attack
 # --------------------------------------------------------------------------------------
 class ObservationAttack:
@@ -301,7 +194,7 @@ class ObservationAttack:
         bounds: tuple[float, float] | None = None,
         compile: bool = False,
     ) -> None:
-        self.adapter = _adapter(model, output)
+        self.adapter = policy_adapter(model, output)
         if not isinstance(eps, numbers.Real) or not math.isfinite(eps) or eps < 0:
             raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
         if not isinstance(steps, int) or steps < 1:
@@ -444,7 +337,7 @@ class ObservationAttack:
             )
         if t.shape[0] == 0:
             raise ValueError("obs is an empty batch")
-        x = t.to(device=_device_of(self.adapter.root), dtype=torch.float32)
+        x = t.to(device=device_of(self.adapter.root), dtype=torch.float32)
         if not torch.isfinite(x).all():
             raise ValueError("obs contains NaN or infinite values")
         return x, meta
@@ -527,11 +420,16 @@ class ObservationAttack:
         low, high = self._valid_range(x, meta)
         if ((x < low) | (x > high)).any():
             raise ValueError("obs lies outside the valid observation range " + _range_hint(self))
-        lo = torch.maximum(x - self.eps, low)
-        hi = torch.minimum(x + self.eps, high)
         if meta["integer"]:
-            # The box holds exactly the integers of the ball, so rounding stays inside.
-            lo, hi = lo.ceil(), hi.floor()
+            # The box holds exactly the integers of the ball, so rounding stays inside:
+            # an integer x moves by at most floor(eps) (computed in float64, not after
+            # float32 rounding of x - eps, which can land on the next integer).
+            k = float(math.floor(self.eps))
+            lo = torch.maximum(x - k, low).ceil()
+            hi = torch.minimum(x + k, high).floor()
+        else:
+            lo = torch.maximum(x - self.eps, low)
+            hi = torch.minimum(x + self.eps, high)
         root = self.adapter.root
         with eval_mode(root):
             with torch.no_grad():
@@ -718,7 +616,7 @@ class WorstCaseAttack:
         self.attacks: tuple[ObservationAttack, ...] = tuple(members)
 
     @property
-    def adapter(self) -> _Adapter:
+    def adapter(self) -> PolicyAdapter:
         return self.attacks[0].adapter
 
     @property
@@ -793,175 +691,3 @@ class WorstCaseAttack:
 
 #: What the online wrappers take: one attack or the worst case of several.
 Attack = ObservationAttack | WorstCaseAttack
-
-
-# --------------------------------------------------------------------------------------
-# online: who gets attacked when
-# --------------------------------------------------------------------------------------
-class _Schedule:
-    """Attack on every ``every``-th step, each env independently with prob. ``fraction``."""
-
-    def __init__(self, every: int, fraction: float, seed: int) -> None:
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be an int >= 1, got {every!r}")
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
-        self.every, self.fraction = every, fraction
-        self.rng = np.random.default_rng(seed)
-        self.t = 0
-
-    def mask(self, n: int) -> np.ndarray:
-        on = self.t % self.every == 0
-        self.t += 1
-        if not on:
-            return np.zeros(n, dtype=bool)
-        if self.fraction >= 1.0:
-            return np.ones(n, dtype=bool)
-        return self.rng.random(n) < self.fraction
-
-
-@dataclass
-class AttackStats:
-    """Running counts of an online attack.
-
-    :param steps: observations seen; :param attacked: observations perturbed;
-    :param flipped: attacked observations whose greedy action changed;
-    :param succeeded: attacked observations where the attack succeeded (flip, or target hit);
-    :param seconds: time spent attacking; :param calls: attack calls;
-    :param wins: :class:`WorstCaseAttack` only: member index -> attacked observations
-        where that member's output was kept (empty for a single attack).
-    """
-
-    steps: int = 0
-    attacked: int = 0
-    flipped: int = 0
-    succeeded: int = 0
-    seconds: float = 0.0
-    calls: int = 0
-    wins: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def flip_rate(self) -> float:
-        return self.flipped / self.attacked if self.attacked else float("nan")
-
-    @property
-    def success_rate(self) -> float:
-        return self.succeeded / self.attacked if self.attacked else float("nan")
-
-    def count(self, res: AttackResult) -> None:
-        """Add one :meth:`ObservationAttack.perturb` call's observations."""
-        self.attacked += len(res.clean_actions)
-        self.flipped += int(res.flipped.sum())
-        self.succeeded += int(res.success.sum())
-        self.seconds += res.seconds
-        self.calls += 1
-        if res.winner is not None:
-            members, counts = np.unique(res.winner, return_counts=True)
-            for m, c in zip(members.tolist(), counts.tolist(), strict=True):
-                self.wins[m] = self.wins.get(m, 0) + c
-
-
-def _attack_rows(
-    attack: Attack, schedule: _Schedule, stats: AttackStats, obs: np.ndarray
-) -> np.ndarray:
-    """Perturb the rows of a batch the schedule picks; the input is not modified."""
-    n = obs.shape[0]
-    stats.steps += n
-    rows = np.flatnonzero(schedule.mask(n))
-    if rows.size == 0:
-        return obs
-    res = attack.perturb(obs[rows])
-    out = obs.copy()
-    out[rows] = res.obs
-    stats.count(res)
-    return out
-
-
-class AttackedPolicy:
-    """An SB3 model whose ``predict`` sees attacked observations (drop-in ``predict``).
-
-    :param model: the agent (anything with SB3's ``predict``; the attack holds its network).
-    :param attack: the attack to apply (an :class:`ObservationAttack` or a
-        :class:`WorstCaseAttack`).
-    :param every: attack on every ``every``-th call only.
-    :param fraction: on those calls, attack each observation with this probability.
-    :param seed: seed of the schedule's generator.
-    """
-
-    def __init__(
-        self,
-        model: Any,
-        attack: Attack,
-        every: int = 1,
-        fraction: float = 1.0,
-        seed: int = 0,
-    ) -> None:
-        if not hasattr(model, "predict"):
-            raise TypeError(f"model must have SB3's predict(), got {type(model).__name__}")
-        self.model, self.attack = model, attack
-        self.schedule = _Schedule(every, fraction, seed)
-        self.stats = AttackStats()
-
-    def predict(
-        self,
-        observation: np.ndarray,
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """SB3's ``predict`` on the attacked observations.
-
-        :param observation: ``(n_envs, *obs_shape)`` or one ``obs_shape``, as the env gives it.
-        """
-        obs = np.asarray(observation)
-        space = self.attack.adapter.space
-        batched = space is None or obs.ndim == len(space.shape) + 1
-        adv = _attack_rows(self.attack, self.schedule, self.stats, obs if batched else obs[None])
-        return self.model.predict(
-            adv if batched else adv[0],
-            state=state,
-            episode_start=episode_start,
-            deterministic=deterministic,
-        )
-
-
-class AttackedVecEnv(VecEnvWrapper):
-    """A ``VecEnv`` whose observations are attacked before the agent sees them.
-
-    The wrapped env's state is untouched (only what ``reset``/``step`` return changes);
-    ``clean_obs`` holds the last clean batch.
-
-    :param venv: the env, observations ``(n_envs, *obs_shape)`` as the attack's model takes.
-    :param attack: the attack to apply (an :class:`ObservationAttack` or a
-        :class:`WorstCaseAttack`).
-    :param every: attack on every ``every``-th step only (``reset`` counts as a step).
-    :param fraction: on those steps, attack each env with this probability.
-    :param seed: seed of the schedule's generator.
-    """
-
-    def __init__(
-        self,
-        venv: VecEnv,
-        attack: Attack,
-        every: int = 1,
-        fraction: float = 1.0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(venv)
-        self.attack = attack
-        self.schedule = _Schedule(every, fraction, seed)
-        self.stats = AttackStats()
-        self.clean_obs: np.ndarray | None = None
-
-    def _perturb(self, obs: VecEnvObs) -> np.ndarray:
-        if not isinstance(obs, np.ndarray):
-            raise TypeError("AttackedVecEnv needs array observations (not dict or tuple spaces)")
-        self.clean_obs = obs
-        return _attack_rows(self.attack, self.schedule, self.stats, obs)
-
-    def reset(self) -> VecEnvObs:
-        return self._perturb(self.venv.reset())
-
-    def step_wait(self) -> VecEnvStepReturn:
-        obs, rewards, dones, infos = self.venv.step_wait()
-        return self._perturb(obs), rewards, dones, infos

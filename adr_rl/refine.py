@@ -22,12 +22,11 @@ from gymnasium import spaces
 from torch import nn
 
 from adr_rl.optim import COMPILED_METHODS, EXACT_METHODS, METHODS, maximize
+from adr_rl.sb3 import SUPPORTED_AGENTS, check_finite, off_policy_policy
 from adr_rl.surrogate import eval_mode
 
 __all__ = ["ActionRefiner", "RefineInfo", "SUPPORTED_AGENTS"]
 
-SUPPORTED_AGENTS = "TD3, DDPG and SAC (stable-baselines3), TQC (sb3-contrib)"
-_SUPPORTED_POLICIES = ("TD3Policy", "SACPolicy", "TQCPolicy")
 
 CriticMode = Literal["min", "q1", "mean"]
 CriticNetwork = Literal["online", "target"]
@@ -54,28 +53,6 @@ class RefineInfo:
     @property
     def changed(self) -> np.ndarray:
         return self.distance > 0
-
-
-def _check_finite(observation: Any) -> None:
-    parts = observation.values() if isinstance(observation, dict) else [observation]
-    for part in parts:
-        array = np.asarray(part)
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise ValueError("observation contains NaN or inf values")
-
-
-def _policy_of(model: Any) -> Any:
-    policy = getattr(model, "policy", model)
-    names = {cls.__name__ for cls in type(policy).__mro__}
-    if not names & set(_SUPPORTED_POLICIES) or not hasattr(policy, "critic"):
-        raise TypeError(
-            f"ActionRefiner supports {SUPPORTED_AGENTS} (their policies and continuous critics); "
-            f"got {type(model).__name__}. On-policy agents (PPO, A2C) and DQN have no Q(s, a) "
-            "critic over continuous actions to refine against"
-        )
-    if not isinstance(policy.action_space, spaces.Box):
-        raise ValueError(f"ActionRefiner needs a Box action space, got {policy.action_space}")
-    return policy
 
 
 class ActionRefiner:
@@ -118,7 +95,7 @@ class ActionRefiner:
         critic_network: CriticNetwork = "online",
     ) -> None:
         self.model = model
-        self.policy = _policy_of(model)
+        self.policy = off_policy_policy(model)
         if critic_network not in ("online", "target"):
             raise ValueError(f"critic_network must be 'online' or 'target', got {critic_network!r}")
         if critic_network == "target" and getattr(self.policy, "critic_target", None) is None:
@@ -262,7 +239,7 @@ class ActionRefiner:
         :return: actions ``(n_envs, *action_shape)`` (or ``action_shape`` for one
             observation) inside the env's action space, and ``state`` unchanged.
         """
-        _check_finite(observation)
+        check_finite(observation)
         first = next(iter(observation.values())) if isinstance(observation, dict) else observation
         if np.asarray(first).ndim > 0 and np.asarray(first).shape[0] == 0:
             raise ValueError("predict got an empty batch (0 observations); pass at least one")

@@ -115,7 +115,7 @@ def play(
     """
     from stable_baselines3.common.utils import set_random_seed
 
-    from adr_rl.attack import AttackStats
+    from adr_rl.online import AttackStats
     from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
     from adr_rl_app.eval.episodes import episode_quotas
     from adr_rl_app.eval.episodes import play as play_episodes

@@ -23,16 +23,9 @@ from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
 from torch import nn
 
 from adr_rl import ActionRefiner, maximize, network_evaluations
-from adr_rl.attack import (
-    AttackedPolicy,
-    AttackedVecEnv,
-    AttackStats,
-    ObservationAttack,
-    WorstCaseAttack,
-    common_objective,
-    dlr_loss,
-)
+from adr_rl.attack import ObservationAttack, WorstCaseAttack, common_objective, dlr_loss
 from adr_rl.extractors import ImpalaCNN
+from adr_rl.online import AttackedPolicy, AttackedVecEnv, AttackStats
 from adr_rl.optim.configs import METHODS, AdamConfig, APGDConfig
 
 
