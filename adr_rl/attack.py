@@ -340,6 +340,17 @@ class ObservationAttack:
         x = t.to(device=device_of(self.adapter.root), dtype=torch.float32)
         if not torch.isfinite(x).all():
             raise ValueError("obs contains NaN or infinite values")
+        if space is not None and np.issubdtype(space.dtype, np.integer) and kind == "f":
+            # eps is in the space's units (pixel levels): float observations in other
+            # units, e.g. scaled to [0, 1], would be attacked 255x too strongly.
+            if not torch.equal(x, x.round()):
+                raise ValueError(
+                    f"the policy's observation space is {space.dtype} "
+                    f"[{space.low.min()}, {space.high.max()}] and eps is in those units, but "
+                    "obs holds non-integer floats (scaled to [0, 1]?): pass the raw "
+                    "observations, e.g. (obs * 255).round().astype(np.uint8)"
+                )
+            meta["integer"] = True  # integral floats: attack as the integers they are
         return x, meta
 
     def _from_tensor(self, x: torch.Tensor, meta: dict[str, Any]) -> Observation:
@@ -361,7 +372,13 @@ class ObservationAttack:
             space = self.adapter.space
             lo = torch.as_tensor(space.low, dtype=x.dtype, device=x.device).expand_as(x[0])
             hi = torch.as_tensor(space.high, dtype=x.dtype, device=x.device).expand_as(x[0])
-        if meta["integer"] and self.bounds is None:
+        dtype = meta["dtype"]
+        integer_dtype = (
+            np.issubdtype(dtype, np.integer)
+            if isinstance(dtype, np.dtype)
+            else not dtype.is_floating_point
+        )
+        if integer_dtype and self.bounds is None:
             info = (
                 np.iinfo(meta["dtype"])
                 if isinstance(meta["dtype"], np.dtype)

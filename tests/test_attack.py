@@ -515,3 +515,28 @@ def test_baseline_attacks_take_sb3_default_tanh_mlp_policy(method):
     assert np.all(res.objective >= res.clean_objective)
     if method != "random":
         assert res.flipped.mean() > 0.2  # eps 0.3 on a random Tanh policy flips many actions
+
+
+def test_uint8_policy_refuses_observations_scaled_to_unit_range():
+    """eps is in pixel levels: [0, 1]-scaled floats for a uint8 policy would be a silently
+    wrong attack, so they are refused; integral floats are attacked as integers."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    class Frames(gym.Env):
+        observation_space = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+        action_space = gym.spaces.Discrete(4)
+
+        def reset(self, *, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, True, False, {}
+
+    model = PPO("CnnPolicy", DummyVecEnv([Frames]), n_steps=8, batch_size=8, verbose=0)
+    obs = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    attack = ObservationAttack(model, eps=2.0, steps=2, method="pgd")
+    with pytest.raises(ValueError, match="scaled to \\[0, 1\\]"):
+        attack(obs.astype(np.float32) / 255.0)
+    adv = attack(obs.astype(np.float32))
+    assert adv.dtype == np.float32 and np.array_equal(adv, adv.round())
+    assert np.abs(adv - obs).max() <= 2.0
