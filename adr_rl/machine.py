@@ -38,7 +38,7 @@ BF16_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
 @lru_cache(maxsize=1)
 def _cpuinfo() -> tuple[str, frozenset[str]]:
     """``(model name, flags)`` from ``/proc/cpuinfo``; ``(platform name, {})`` elsewhere."""
-    model, flags = "", frozenset()
+    model, flags = "", frozenset[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
