@@ -244,10 +244,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def run(args: Args) -> dict[str, Any]:
     """``adr-rl attack``: evaluate, then write the run folder and print the table."""
     results = evaluate(args)
-    out = runs.output_dir(args.out, "attack")
-    runs.write_json(out / "results.json", results)
-    plot(results, out / "returns.png")
-    runs.finish(out, table(results))
+    runs.write_run(args.out, "attack", results, table(results), {"returns.png": plot})
     return results
 
 

@@ -234,10 +234,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def run(args: Args) -> dict[str, Any]:
     """``adr-rl refine``: evaluate, then write the run folder and print the table."""
     results = evaluate(args)
-    out = runs.output_dir(args.out, "refine")
-    runs.write_json(out / "results.json", results)
-    plot(results, out / "returns.png")
-    runs.finish(out, table(results))
+    runs.write_run(args.out, "refine", results, table(results), {"returns.png": plot})
     return results
 
 

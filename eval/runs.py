@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,23 @@ def finish(run_dir: Path, summary: str) -> None:
     print()
     print(summary)
     print(f"\nrun folder: {run_dir}")
+
+
+def write_run(
+    out: str,
+    command: str,
+    results: dict[str, Any],
+    table: str,
+    plots: dict[str, Callable[[dict[str, Any], Path], None]],
+) -> Path:
+    """The one results writer of a command: ``results.json`` (with the machine it ran on),
+    each plot, and the markdown table, printed; returns the run folder."""
+    from adr_rl.machine import machine_info
+
+    run_dir = output_dir(out, command)
+    results.setdefault("machine", machine_info())
+    write_json(run_dir / "results.json", results)
+    for name, draw in plots.items():
+        draw(results, run_dir / name)
+    finish(run_dir, table)
+    return run_dir

@@ -15,68 +15,23 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
-from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 from torch.nn import functional as F
 
 from adr_rl import ADRConfig, NonReluNetworkError, maximize
 from adr_rl.attack import ObservationAttack
-from adr_rl.extractors import ImpalaCNN
 from adr_rl.online import AttackedPolicy, AttackedVecEnv, AttackStats
+from tests.policies import (
+    check_invariants,
+    constant_lr,
+    dqn_policy,
+    images,
+    impala_policy,
+    mlp,
+)
 
 METHODS = ["fgsm", "pgd", "adr", "adr_sync", "random"]
-
-
-def _lr(_: float) -> float:
-    return 1e-3
-
-
-def _impala_policy(n_actions: int = 5, seed: int = 0) -> ActorCriticCnnPolicy:
-    """A tiny IMPALA-CNN PPO policy on 16x16 RGB images (channel-first space, as SB3 builds it)."""
-    torch.manual_seed(seed)
-    policy = ActorCriticCnnPolicy(
-        spaces.Box(0, 255, (3, 16, 16), np.uint8),
-        spaces.Discrete(n_actions),
-        _lr,
-        features_extractor_class=ImpalaCNN,
-        features_extractor_kwargs={"features_dim": 16, "channels": (4, 8)},
-        net_arch=[],
-    )
-    # SB3 initializes the action head with gain 0.01 (a near-uniform policy); a trained
-    # policy is sharper, so scale the head up to make flips and targets meaningful.
-    with torch.no_grad():
-        policy.action_net.weight.mul_(300.0)
-    return policy
-
-
-def _dqn_policy(seed: int = 0) -> DQNCnnPolicy:
-    torch.manual_seed(seed)
-    return DQNCnnPolicy(
-        spaces.Box(0, 255, (3, 16, 16), np.uint8),
-        spaces.Discrete(4),
-        _lr,
-        features_extractor_class=ImpalaCNN,
-        features_extractor_kwargs={"features_dim": 16, "channels": (4,)},
-        net_arch=[],
-    )
-
-
-def _mlp(in_dim: int, n_actions: int, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(in_dim, 16), nn.ReLU(), nn.Linear(16, n_actions))
-
-
-def _images(n: int, seed: int, shape=(16, 16, 3)) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
-
-
-def _check_invariants(obs: np.ndarray, adv: np.ndarray, eps: float, low=0, high=255) -> None:
-    assert adv.shape == obs.shape and adv.dtype == obs.dtype
-    diff = np.abs(adv.astype(np.float64) - obs.astype(np.float64))
-    tol = 0 if np.issubdtype(obs.dtype, np.integer) else 1e-4 * max(1.0, eps)
-    assert diff.max() <= eps + tol
-    assert adv.min() >= low and adv.max() <= high
 
 
 # --------------------------------------------------------------------------------------
@@ -109,14 +64,14 @@ def test_ball_range_dtype_invariants_property(
     seed, n, side, channels, eps, method, targeted, integer
 ):
     shape = (channels, side, side)
-    net = _mlp(int(np.prod(shape)), 3, seed)
+    net = mlp(int(np.prod(shape)), 3, seed)
     rng = np.random.default_rng(seed)
     obs = rng.integers(0, 256, size=(n, *shape)).astype(np.uint8 if integer else np.float32)
     attack = ObservationAttack(
         net, eps=eps, steps=3, method=method, targeted=targeted, seed=seed, bounds=(0, 255)
     )
     res = attack.perturb(obs)
-    _check_invariants(obs, res.obs, eps)
+    check_invariants(obs, res.obs, eps)
     if integer:
         assert np.array_equal(res.obs, np.round(res.obs))
     assert (res.objective >= res.clean_objective - 1e-5).all()
@@ -129,15 +84,15 @@ def test_ball_range_dtype_invariants_property(
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("layout", ["channel_last", "channel_first", "single"])
 def test_sb3_impala_policy_invariants(method, layout):
-    policy = _impala_policy()
-    obs = _images(6, seed=1)
+    policy = impala_policy()
+    obs = images(6, seed=1)
     if layout == "channel_first":
         obs = np.ascontiguousarray(obs.transpose(0, 3, 1, 2))
     elif layout == "single":
         obs = obs[0]
     attack = ObservationAttack(policy, eps=8, steps=4, method=method, seed=0)
     adv = attack(obs)
-    _check_invariants(obs, adv, 8)
+    check_invariants(obs, adv, 8)
     # The reported clean action is SB3's own greedy action.
     res = attack.perturb(obs)
     clean, _ = policy.predict(obs, deterministic=True)
@@ -145,23 +100,23 @@ def test_sb3_impala_policy_invariants(method, layout):
 
 
 def test_torch_input_keeps_type_device_and_dtype():
-    policy = _impala_policy()
-    obs = torch.as_tensor(_images(3, seed=2))
+    policy = impala_policy()
+    obs = torch.as_tensor(images(3, seed=2))
     adv = ObservationAttack(policy, eps=4, steps=3, method="pgd")(obs)
     assert isinstance(adv, torch.Tensor) and adv.dtype == torch.uint8 and adv.shape == obs.shape
     assert (adv.int() - obs.int()).abs().max() <= 4
 
 
 def test_eps_zero_returns_the_clean_observation():
-    policy = _impala_policy()
-    obs = _images(4, seed=3)
+    policy = impala_policy()
+    obs = images(4, seed=3)
     for method in METHODS:
         np.testing.assert_array_equal(ObservationAttack(policy, eps=0, method=method)(obs), obs)
 
 
 def test_fractional_eps_on_uint8_stays_in_the_ball():
-    policy = _impala_policy()
-    obs = _images(4, seed=4)
+    policy = impala_policy()
+    obs = images(4, seed=4)
     adv = ObservationAttack(policy, eps=1.5, steps=5, method="pgd")(obs)
     assert np.abs(adv.astype(int) - obs.astype(int)).max() <= 1
     adv = ObservationAttack(policy, eps=np.float32(3.0), steps=5, method="pgd")(obs)  # numpy eps
@@ -172,8 +127,8 @@ def test_fractional_eps_on_uint8_stays_in_the_ball():
 # objectives
 # --------------------------------------------------------------------------------------
 def test_untargeted_attacks_flip_actions_and_raise_the_loss():
-    policy = _impala_policy(seed=5)
-    obs = _images(32, seed=5)
+    policy = impala_policy(seed=5)
+    obs = images(32, seed=5)
     clean = ObservationAttack(policy, eps=0, method="pgd").perturb(obs)
     for method in ("fgsm", "pgd", "adr", "adr_sync"):
         res = ObservationAttack(policy, eps=32, steps=10, method=method).perturb(obs)
@@ -183,8 +138,8 @@ def test_untargeted_attacks_flip_actions_and_raise_the_loss():
 
 @pytest.mark.parametrize("method", ["pgd", "adr_sync"])
 def test_targeted_raises_the_target_probability(method):
-    policy = _impala_policy(seed=6)
-    obs = _images(16, seed=6)
+    policy = impala_policy(seed=6)
+    obs = images(16, seed=6)
     targets = np.arange(16) % 5
     res = ObservationAttack(policy, eps=16, steps=10, method=method, targeted=True).perturb(
         obs, targets
@@ -202,8 +157,8 @@ def test_targeted_raises_the_target_probability(method):
 
 
 def test_targeted_default_target_is_the_least_likely_action():
-    policy = _impala_policy(seed=7)
-    obs = _images(8, seed=7)
+    policy = impala_policy(seed=7)
+    obs = images(8, seed=7)
     res = ObservationAttack(policy, eps=2, steps=2, method="pgd", targeted=True).perturb(obs)
     obs_t, _ = policy.obs_to_tensor(obs)
     with torch.no_grad():
@@ -212,16 +167,16 @@ def test_targeted_default_target_is_the_least_likely_action():
 
 
 def test_kl_objective_is_zero_at_clean_and_positive_after():
-    policy = _impala_policy(seed=8)
-    obs = _images(8, seed=8)
+    policy = impala_policy(seed=8)
+    obs = images(8, seed=8)
     res = ObservationAttack(policy, eps=16, steps=5, method="pgd", loss="kl").perturb(obs)
     np.testing.assert_allclose(res.clean_objective, 0.0, atol=1e-6)
     assert (res.objective > 0).any()
 
 
 def test_dqn_minimizes_the_q_value_of_the_clean_action():
-    policy = _dqn_policy()
-    obs = _images(8, seed=9)
+    policy = dqn_policy()
+    obs = images(8, seed=9)
     res = ObservationAttack(policy, eps=16, steps=5, method="pgd").perturb(obs)
     adv_t, _ = policy.obs_to_tensor(res.obs)
     obs_t, _ = policy.obs_to_tensor(obs)
@@ -238,7 +193,7 @@ def test_ppo_mlp_policy_with_relu_and_unbounded_box():
     model = PPO("MlpPolicy", env, policy_kwargs={"activation_fn": nn.ReLU}, n_steps=64, seed=0)
     obs = np.stack([env.reset(seed=i)[0] for i in range(5)])
     res = ObservationAttack(model, eps=0.5, steps=5, method="adr").perturb(obs)
-    _check_invariants(obs, res.obs, 0.5, low=-np.inf, high=np.inf)
+    check_invariants(obs, res.obs, 0.5, low=-np.inf, high=np.inf)
     space = model.observation_space
     assert all(space.contains(o) for o in res.obs)
 
@@ -246,16 +201,16 @@ def test_ppo_mlp_policy_with_relu_and_unbounded_box():
 @pytest.mark.parametrize("method", ["pgd", "adr", "adr_sync", "fgsm"])
 def test_seed_free_attacks_do_not_depend_on_the_seed(method):
     """eval/attack_procgen.py reuses one seed's run for these (see its seed_free)."""
-    policy = _impala_policy(seed=10)
-    obs = _images(6, seed=10)
+    policy = impala_policy(seed=10)
+    obs = images(6, seed=10)
     a = ObservationAttack(policy, eps=8, steps=5, method=method, seed=0)(obs)
     b = ObservationAttack(policy, eps=8, steps=5, method=method, seed=1)(obs)
     np.testing.assert_array_equal(a, b)
 
 
 def test_random_start_and_random_method_depend_on_the_seed():
-    policy = _impala_policy(seed=11)
-    obs = _images(6, seed=11)
+    policy = impala_policy(seed=11)
+    obs = images(6, seed=11)
     for kwargs in ({"method": "random"}, {"method": "pgd", "random_start": True}):
         a = ObservationAttack(policy, eps=8, steps=3, seed=0, **kwargs)(obs)
         b = ObservationAttack(policy, eps=8, steps=3, seed=0, **kwargs)(obs)
@@ -302,12 +257,12 @@ def _assert_same(before, after):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_model_state_untouched(method):
-    policy = _impala_policy()
+    policy = impala_policy()
     policy.set_training_mode(True)
     for p in list(policy.parameters())[:3]:
         p.grad = torch.ones_like(p)
     before = _snapshot(policy)
-    ObservationAttack(policy, eps=4, steps=3, method=method).perturb(_images(3, seed=12))
+    ObservationAttack(policy, eps=4, steps=3, method=method).perturb(images(3, seed=12))
     _assert_same(before, _snapshot(policy))
 
 
@@ -331,11 +286,11 @@ def test_model_state_untouched_after_an_exception():
     with pytest.raises(NonReluNetworkError, match="F.relu"):
         attack(np.zeros((2, 3, 2, 2), dtype=np.float32))
     _assert_same(before, _snapshot(net))
-    policy = _impala_policy()
+    policy = impala_policy()
     policy.set_training_mode(True)
     before = _snapshot(policy)
     with pytest.raises(ValueError, match="targets"):
-        ObservationAttack(policy, eps=2, targeted=True).perturb(_images(2, seed=0), [0, 99])
+        ObservationAttack(policy, eps=2, targeted=True).perturb(images(2, seed=0), [0, 99])
     _assert_same(before, _snapshot(policy))
 
 
@@ -343,8 +298,8 @@ def test_model_state_untouched_after_an_exception():
 # errors
 # --------------------------------------------------------------------------------------
 def test_errors():
-    policy = _impala_policy()
-    obs = _images(2, seed=13)
+    policy = impala_policy()
+    obs = images(2, seed=13)
     with pytest.raises(ValueError, match="eps"):
         ObservationAttack(policy, eps=-1)
     with pytest.raises(ValueError, match="eps"):
@@ -357,7 +312,7 @@ def test_errors():
         ObservationAttack(policy, eps=1, loss="q")
     attack = ObservationAttack(policy, eps=1, steps=2)
     with pytest.raises(ValueError, match="observation shape"):
-        attack(_images(2, seed=0, shape=(8, 8, 3)))
+        attack(images(2, seed=0, shape=(8, 8, 3)))
     with pytest.raises(ValueError, match="NaN"):
         attack(np.full((1, 16, 16, 3), np.nan, dtype=np.float32))
     with pytest.raises(ValueError, match="valid observation range"):
@@ -371,10 +326,10 @@ def test_errors():
     sac = SAC("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=0, buffer_size=100)
     with pytest.raises(TypeError, match="SB3 PPO/A2C"):
         ObservationAttack(sac, eps=1)
-    box = ActorCriticPolicy(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)), _lr)
+    box = ActorCriticPolicy(spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (2,)), constant_lr)
     with pytest.raises(TypeError, match="Discrete action space"):
         ObservationAttack(box, eps=1)
-    tanh = ActorCriticPolicy(spaces.Box(-1, 1, (3,)), spaces.Discrete(2), _lr)  # SB3's Tanh
+    tanh = ActorCriticPolicy(spaces.Box(-1, 1, (3,)), spaces.Discrete(2), constant_lr)  # SB3's Tanh
     for method in ("adr", "adr_sync"):
         with pytest.raises(NonReluNetworkError, match="activation_fn=nn.ReLU"):
             ObservationAttack(tanh, eps=1, method=method)
@@ -424,7 +379,7 @@ def test_attacked_vec_env_keeps_the_env_clean_and_follows_the_schedule(coinrun_m
         seen, clean = wrapped.reset(), plain.reset()
         for t in range(6):
             np.testing.assert_array_equal(wrapped.clean_obs, clean)  # env state unchanged
-            _check_invariants(clean, seen, 4)
+            check_invariants(clean, seen, 4)
             if t % 2 == 1:  # reset is step 0; odd steps are skipped with every=2
                 np.testing.assert_array_equal(seen, clean)
             actions = np.array([t % 15, (3 * t) % 15])
@@ -437,14 +392,14 @@ def test_attacked_vec_env_keeps_the_env_clean_and_follows_the_schedule(coinrun_m
 
 
 def test_fraction_schedule_attacks_about_that_share():
-    policy = _impala_policy()
+    policy = impala_policy()
     attack = ObservationAttack(policy, eps=2, steps=1, method="fgsm")
     wrapped = AttackedPolicy(policy, attack, fraction=0.25, seed=0)
     for _ in range(40):
-        wrapped.predict(_images(4, seed=0))
+        wrapped.predict(images(4, seed=0))
     assert wrapped.stats.steps == 160 and 20 <= wrapped.stats.attacked <= 60
     none = AttackedPolicy(policy, attack, fraction=0.0)
-    obs = _images(4, seed=1)
+    obs = images(4, seed=1)
     np.testing.assert_array_equal(
         none.predict(obs, deterministic=True)[0], policy.predict(obs, deterministic=True)[0]
     )
@@ -452,10 +407,10 @@ def test_fraction_schedule_attacks_about_that_share():
 
 
 def test_attack_stats_count_what_each_call_did():
-    policy = _impala_policy()
+    policy = impala_policy()
     attack = ObservationAttack(policy, eps=8, steps=3, method="pgd")
     stats = AttackStats()
-    results = [attack.perturb(_images(n, seed=n)) for n in (5, 3)]
+    results = [attack.perturb(images(n, seed=n)) for n in (5, 3)]
     for res in results:
         stats.count(res)
     flipped = sum(int(r.flipped.sum()) for r in results)
@@ -490,12 +445,12 @@ def test_bench_attack_quick_smoke(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("method", ["pgd", "adr_sync"])
 def test_cuda_attack_matches_cpu(method):
-    cpu = _impala_policy(seed=14)
-    gpu = _impala_policy(seed=14).to("cuda")
-    obs = _images(8, seed=14)
+    cpu = impala_policy(seed=14)
+    gpu = impala_policy(seed=14).to("cuda")
+    obs = images(8, seed=14)
     a = ObservationAttack(cpu, eps=4, steps=5, method=method).perturb(obs)
     b = ObservationAttack(gpu, eps=4, steps=5, method=method).perturb(obs)
-    _check_invariants(obs, b.obs, 4)
+    check_invariants(obs, b.obs, 4)
     np.testing.assert_array_equal(a.clean_actions, b.clean_actions)
     assert np.abs(a.objective - b.objective).max() < 0.05
     assert next(gpu.parameters()).device.type == "cuda"
@@ -506,7 +461,7 @@ def test_baseline_attacks_take_sb3_default_tanh_mlp_policy(method):
     """SB3's MlpPolicy uses Tanh: ADR refuses it, the gradient/sampling attacks do not."""
     torch.manual_seed(0)
     space = spaces.Box(-1, 1, (6,))
-    policy = ActorCriticPolicy(space, spaces.Discrete(4), _lr)
+    policy = ActorCriticPolicy(space, spaces.Discrete(4), constant_lr)
     obs = np.random.default_rng(0).uniform(-0.5, 0.5, (64, 6)).astype(np.float32)
     res = ObservationAttack(policy, eps=0.3, steps=10, method=method).perturb(obs)
     assert res.obs.dtype == np.float32 and res.obs.shape == obs.shape

@@ -18,65 +18,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stable_baselines3 import PPO, TD3
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
-from stable_baselines3.dqn.policies import CnnPolicy as DQNCnnPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 from adr_rl import ActionRefiner, maximize, network_evaluations
 from adr_rl.attack import ObservationAttack, WorstCaseAttack, common_objective, dlr_loss
-from adr_rl.extractors import ImpalaCNN
 from adr_rl.online import AttackedPolicy, AttackedVecEnv, AttackStats
 from adr_rl.optim.configs import METHODS, AdamConfig, APGDConfig
-
-
-def _lr(_: float) -> float:
-    return 1e-3
-
-
-def _impala_policy(n_actions: int = 5, seed: int = 0) -> ActorCriticCnnPolicy:
-    """A tiny IMPALA-CNN PPO policy on 16x16 RGB images, its action head sharpened (as in
-    tests/test_attack.py) so that flips and targets are within reach."""
-    torch.manual_seed(seed)
-    policy = ActorCriticCnnPolicy(
-        spaces.Box(0, 255, (3, 16, 16), np.uint8),
-        spaces.Discrete(n_actions),
-        _lr,
-        features_extractor_class=ImpalaCNN,
-        features_extractor_kwargs={"features_dim": 16, "channels": (4, 8)},
-        net_arch=[],
-    )
-    with torch.no_grad():
-        policy.action_net.weight.mul_(300.0)
-    return policy
-
-
-def _dqn_policy() -> DQNCnnPolicy:
-    torch.manual_seed(0)
-    return DQNCnnPolicy(
-        spaces.Box(0, 255, (3, 16, 16), np.uint8),
-        spaces.Discrete(4),
-        _lr,
-        features_extractor_class=ImpalaCNN,
-        features_extractor_kwargs={"features_dim": 16, "channels": (4,)},
-        net_arch=[],
-    )
-
-
-def _mlp(in_dim: int, n_actions: int, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(in_dim, 16), nn.ReLU(), nn.Linear(16, n_actions))
-
-
-def _images(n: int, seed: int, shape=(16, 16, 3)) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=(n, *shape), dtype=np.uint8)
-
-
-def _check_invariants(obs: np.ndarray, adv: np.ndarray, eps: float, low=0, high=255) -> None:
-    assert adv.shape == obs.shape and adv.dtype == obs.dtype
-    diff = np.abs(adv.astype(np.float64) - obs.astype(np.float64))
-    tol = 0 if np.issubdtype(obs.dtype, np.integer) else 1e-4 * max(1.0, eps)
-    assert diff.max() <= eps + tol
-    assert adv.min() >= low and adv.max() <= high
+from tests.policies import (
+    check_invariants,
+    constant_lr,
+    dqn_policy,
+    images,
+    impala_policy,
+    mlp,
+)
 
 
 def _snapshot(module: nn.Module):
@@ -267,7 +223,7 @@ def test_apgd_attack_invariants_property(
 ):
     loss, targeted = loss_mode
     shape = (2, side, side)
-    net = _mlp(int(np.prod(shape)), 5, seed)
+    net = mlp(int(np.prod(shape)), 5, seed)
     obs = np.random.default_rng(seed).integers(0, 256, size=(n, *shape))
     obs = obs.astype(np.uint8 if integer else np.float32)
     attack = ObservationAttack(
@@ -283,7 +239,7 @@ def test_apgd_attack_invariants_property(
         config=APGDConfig(n_restarts=restarts),
     )
     res = attack.perturb(obs)
-    _check_invariants(obs, res.obs, eps)
+    check_invariants(obs, res.obs, eps)
     if integer:
         assert np.array_equal(res.obs, np.round(res.obs))
     assert (res.objective >= res.clean_objective - 1e-5).all()
@@ -329,12 +285,12 @@ def _assert_worst_case(ens: WorstCaseAttack, obs, res) -> None:
 )
 def test_worst_case_invariants_and_strength_property(seed, n, eps, targeted, integer):
     shape = (2, 3, 3)
-    net = _mlp(int(np.prod(shape)), 4, seed)
+    net = mlp(int(np.prod(shape)), 4, seed)
     obs = np.random.default_rng(seed).integers(0, 256, size=(n, *shape))
     obs = obs.astype(np.uint8 if integer else np.float32)
     ens = WorstCaseAttack(_members(net, eps, 3, targeted, seed, bounds=(0, 255)))
     res = ens.perturb(obs)
-    _check_invariants(obs, res.obs, eps)
+    check_invariants(obs, res.obs, eps)
     if integer:
         assert np.array_equal(res.obs, np.round(res.obs))
     assert res.winner is not None and res.winner.shape == (n,) and res.winner.dtype == np.int64
@@ -346,11 +302,11 @@ def test_worst_case_invariants_and_strength_property(seed, n, eps, targeted, int
 
 @pytest.mark.parametrize("targeted", [False, True])
 def test_worst_case_on_an_impala_policy_is_at_least_each_member(targeted):
-    policy = _impala_policy(n_actions=6, seed=4)
-    obs = _images(12, seed=4)
+    policy = impala_policy(n_actions=6, seed=4)
+    obs = images(12, seed=4)
     ens = WorstCaseAttack(_members(policy, 12, 5, targeted, 0))
     res = ens.perturb(obs)
-    _check_invariants(obs, res.obs, 12)
+    check_invariants(obs, res.obs, 12)
     if not targeted:
         assert res.success.any()  # eps 12 flips some actions of this sharp random policy
     assert (res.objective > res.clean_objective).any()
@@ -362,8 +318,8 @@ def test_worst_case_on_an_impala_policy_is_at_least_each_member(targeted):
 
 
 def test_worst_case_with_different_losses_uses_the_common_scale():
-    policy = _impala_policy(n_actions=6, seed=5)
-    obs = _images(6, seed=5)
+    policy = impala_policy(n_actions=6, seed=5)
+    obs = images(6, seed=5)
     members = [
         ObservationAttack(policy, eps=1, steps=2, method="apgd", loss="value"),
         ObservationAttack(policy, eps=1, steps=2, method="apgd", loss="kl", random_start=False),
@@ -380,7 +336,9 @@ def test_worst_case_with_different_losses_uses_the_common_scale():
 # --------------------------------------------------------------------------------------
 def test_value_attack_lowers_v_on_a_tiny_actor_critic():
     torch.manual_seed(6)
-    policy = ActorCriticPolicy(spaces.Box(-1, 1, (6,)), spaces.Discrete(3), _lr, net_arch=[16])
+    policy = ActorCriticPolicy(
+        spaces.Box(-1, 1, (6,)), spaces.Discrete(3), constant_lr, net_arch=[16]
+    )
     with torch.no_grad():
         policy.value_net.weight.mul_(10.0)  # SB3's gain-1 head; make V vary visibly
     obs = np.random.default_rng(6).uniform(-0.5, 0.5, (32, 6)).astype(np.float32)
@@ -417,20 +375,20 @@ def test_value_attack_on_a_ppo_model_with_a_separate_critic_extractor():
 # errors and model state
 # --------------------------------------------------------------------------------------
 def test_errors():
-    two = _impala_policy(n_actions=2)
-    three = _impala_policy(n_actions=3)
+    two = impala_policy(n_actions=2)
+    three = impala_policy(n_actions=3)
     with pytest.raises(ValueError, match="loss='dlr' needs at least 3 actions"):
         ObservationAttack(two, eps=1, method="apgd", loss="dlr")
     with pytest.raises(ValueError, match="needs at least 4 actions"):
         ObservationAttack(three, eps=1, method="apgd", loss="dlr", targeted=True)
     ObservationAttack(three, eps=1, method="apgd", loss="dlr")  # untargeted: 3 is enough
-    plain = ObservationAttack(_mlp(4, 2, 0), eps=1, method="apgd", loss="dlr", bounds=(0, 1))
+    plain = ObservationAttack(mlp(4, 2, 0), eps=1, method="apgd", loss="dlr", bounds=(0, 1))
     with pytest.raises(ValueError, match="at least 3 actions"):
         plain(np.zeros((2, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="use loss='q'"):
-        ObservationAttack(_dqn_policy(), eps=1, loss="value")
+        ObservationAttack(dqn_policy(), eps=1, loss="value")
     with pytest.raises(ValueError, match="value head"):
-        ObservationAttack(_mlp(4, 3, 0), eps=1, loss="value")
+        ObservationAttack(mlp(4, 3, 0), eps=1, loss="value")
     with pytest.raises(ValueError, match="targeted attacks take loss='ce' or 'dlr'"):
         ObservationAttack(three, eps=1, loss="value", targeted=True)
     with pytest.raises(ValueError, match="loss must be one of"):
@@ -452,14 +410,14 @@ def test_errors():
 
 
 def test_alpha_is_a_deprecated_name_of_step_size():
-    policy = _impala_policy()
+    policy = impala_policy()
     with pytest.warns(DeprecationWarning, match="step_size"):
         old = ObservationAttack(policy, eps=4, steps=3, method="pgd", alpha=0.7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         new = ObservationAttack(policy, eps=4, steps=3, method="pgd", step_size=0.7)
     assert old.step_size == new.step_size == old.alpha == 0.7
-    obs = _images(3, seed=8)
+    obs = images(3, seed=8)
     np.testing.assert_array_equal(old(obs), new(obs))
     with pytest.raises(ValueError, match="step_size= only"), pytest.warns(DeprecationWarning):
         ObservationAttack(policy, eps=4, step_size=0.5, alpha=0.5)
@@ -469,7 +427,7 @@ def test_alpha_is_a_deprecated_name_of_step_size():
 
 @pytest.mark.parametrize("kind", ["apgd-ce", "apgd-dlr", "value", "ensemble"])
 def test_model_state_untouched(kind):
-    policy = _impala_policy(seed=9)
+    policy = impala_policy(seed=9)
     policy.set_training_mode(True)
     for p in list(policy.parameters())[:3]:
         p.grad = torch.ones_like(p)
@@ -479,17 +437,17 @@ def test_model_state_untouched(kind):
     else:
         loss = {"apgd-ce": "ce", "apgd-dlr": "dlr", "value": "value"}[kind]
         attack = ObservationAttack(policy, eps=4, steps=3, method="apgd", loss=loss)
-    attack.perturb(_images(3, seed=9))
+    attack.perturb(images(3, seed=9))
     _assert_same(before, _snapshot(policy))
 
 
 def test_model_state_untouched_after_an_exception():
-    policy = _impala_policy(seed=10)
+    policy = impala_policy(seed=10)
     policy.set_training_mode(True)
     before = _snapshot(policy)
     ens = WorstCaseAttack(_members(policy, 2, 2, True, 0))
     with pytest.raises(ValueError, match="targets"):
-        ens.perturb(_images(2, seed=0), [0, 99])
+        ens.perturb(images(2, seed=0), [0, 99])
     _assert_same(before, _snapshot(policy))
     apgd = ObservationAttack(policy, eps=2, steps=2, method="apgd", loss="dlr")
     with pytest.raises(ValueError, match="valid observation range"):
@@ -501,16 +459,16 @@ def test_model_state_untouched_after_an_exception():
 # online
 # --------------------------------------------------------------------------------------
 def test_attack_stats_count_the_ensemble_wins():
-    policy = _impala_policy(n_actions=6, seed=11)
+    policy = impala_policy(n_actions=6, seed=11)
     ens = WorstCaseAttack(_members(policy, 12, 3, False, 0))
     wrapped = AttackedPolicy(policy, ens)
     for seed in range(3):
-        wrapped.predict(_images(4, seed=seed))
+        wrapped.predict(images(4, seed=seed))
     s = wrapped.stats
     assert s.attacked == 12 and sum(s.wins.values()) == 12
     assert set(s.wins) <= {0, 1, 2, 3}
     single = AttackStats()
-    single.count(ens.attacks[0].perturb(_images(2, seed=0)))
+    single.count(ens.attacks[0].perturb(images(2, seed=0)))
     assert single.wins == {}
 
 
@@ -552,7 +510,7 @@ def test_worst_case_in_attacked_vec_env_keeps_the_env_clean(coinrun_model):
         seen, clean = wrapped.reset(), plain.reset()
         for t in range(3):
             np.testing.assert_array_equal(wrapped.clean_obs, clean)
-            _check_invariants(clean, seen, 3)
+            check_invariants(clean, seen, 3)
             actions = np.array([t % 15, (5 * t) % 15])
             seen, _, _, _ = wrapped.step(actions)
             clean, _, _, _ = plain.step(actions)
