@@ -4,7 +4,7 @@ The ADR paper's deep-RL experiment: while TD3 trains, after ``warmup`` env steps
 probability ``probability`` per env step, the exploration action (the actor's action plus
 SB3's action noise, in the scaled space ``[-1, 1]``) is replaced by the action
 :func:`adr_rl.maximize` finds for the critic's ``Q(s, .)`` inside a trust region around it
-(METHOD.md, "RL uses"). The agent stores and learns from the refined action. The paper's
+(docs/method.md, "The RL uses"). The agent stores and learns from the refined action. The paper's
 proof of concept patched SB3's ``TD3._sample_action`` in a fork (T = 100 steps, the target
 critic's first Q network, the whole action box); here the same hook is overridden in a
 mixin, so :class:`RefinedTD3`, :class:`RefinedDDPG`, :class:`RefinedSAC` (and

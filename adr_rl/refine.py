@@ -2,7 +2,7 @@
 
 At inference, :class:`ActionRefiner` starts from the actor's action and maximizes the
 critic's ``Q(s, a)`` over a trust region around it with :func:`adr_rl.maximize`
-(METHOD.md, "RL uses"). It is a drop-in for SB3's ``predict``, so SB3's own
+(docs/method.md, "The RL uses"). It is a drop-in for SB3's ``predict``, so SB3's own
 ``evaluate_policy`` runs it on vectorized envs.
 
 Everything happens in SB3's scaled action space ``[-1, 1]`` (``policy.scale_action``):

@@ -1,4 +1,4 @@
-"""ADR's fused, in-place implementation against a plain autograd transcription of METHOD.md.
+"""ADR's fused, in-place implementation against a plain autograd transcription of docs/method.md.
 
 ``adr_rl.optim`` computes the Lagrangian's gradients with one hand-written autograd node
 per ReLU site and updates ``eta`` in place (speed); :func:`reference_iterates` below is
@@ -22,7 +22,7 @@ from tests.nets import mlp
 def reference_iterates(
     net: nn.Sequential, x0: torch.Tensor, steps: int, lr: float, cfg: ADRConfig
 ) -> list[torch.Tensor]:
-    """``[x_0, ..., x_T]`` of ADR (METHOD.md, ingredients 1-5) on a Linear/ReLU MLP.
+    """``[x_0, ..., x_T]`` of ADR (docs/method.md, ingredients 1-5) on a Linear/ReLU MLP.
 
     Activation variables are kept as gate logits ``w = alpha * (0.5 - eta)`` (so the
     gate is ``sigmoid(w)``); the noise kick and restarts are left out (the tests turn
