@@ -102,7 +102,7 @@ def test_no_underscore_name_is_imported_across_modules():
     for path in [*sorted(LIBRARY.rglob("*.py")), *sorted((ROOT / "tests").glob("*.py"))]:
         name = _module_name(path)
         for module, names in _imports(path, _package_of(name, path)):
-            if module.split(".")[0] not in ("adr_rl", "adr_rl_app"):
+            if module.split(".")[0] not in ("adr_rl", "adr_rl_app", "tests"):
                 continue
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             offenders += [f"{name}: from {module} import {n}" for n in private]

@@ -88,7 +88,7 @@ def test_compiled_adr_breaks_consistency_ties_like_eager():
     gradient to the same single unit (spreading it over the tie changes every later
     iterate; sign steps make that visible at once)."""
     from adr_rl.attack import attack_adr_config
-    from tests.test_attack import _impala_policy
+    from tests.policies import impala_policy as _impala_policy
 
     policy = _impala_policy(seed=3).double()
     fe, head = policy.pi_features_extractor, policy.action_net
@@ -169,7 +169,9 @@ def test_compiled_observation_attack_matches_eager(method):
     import numpy as np
 
     from adr_rl import ObservationAttack
-    from tests.test_attack import _check_invariants, _images, _impala_policy
+    from tests.policies import check_invariants as _check_invariants
+    from tests.policies import images as _images
+    from tests.policies import impala_policy as _impala_policy
 
     policy = _impala_policy(seed=3)
     obs = _images(6, seed=3)
