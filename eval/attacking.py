@@ -126,13 +126,9 @@ def load_checked(args: Args, device: str) -> Any:
 def prepare(args: Args) -> tuple[str, Any]:
     """Check the request, pick the device and threads, load the model: ``(device, model)``."""
     check_args(args)
-    import torch
+    from adr_rl_app.eval.loading import resolve_device_and_threads
 
-    from adr_rl_app.eval.loading import resolve_device
-
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = resolve_device_and_threads(args.device, args.threads)
     model = load_checked(args, device)
     warn_if_few_episodes(max(1, args.episodes // len(args.seeds)) * len(args.seeds))
     return device, model

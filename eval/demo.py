@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from adr_rl_app.eval import attacking, cli, refinement, runs  # noqa: E402
-from adr_rl_app.eval.loading import resolve_device, zoo_path  # noqa: E402
+from adr_rl_app.eval.loading import resolve_device_and_threads, zoo_path  # noqa: E402
 
 #: One colour and marker per method, the same in both plots.
 STYLE = {
@@ -266,9 +266,7 @@ def plot_attack(attacked: dict[str, Any], path: Path) -> None:
 
 
 def run(args: Args) -> dict[str, Any]:
-    device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = resolve_device_and_threads(args.device, args.threads)
     start = time.perf_counter()
     print(f"[1/2] action refinement: {args.agent}, none vs ADR (radius {args.radius:g})")
     refined = refinement.evaluate(refine_args(args, device))

@@ -46,6 +46,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_device_and_threads(device: str, threads: int) -> str:
+    """:func:`resolve_device`, and ``torch.set_num_threads(threads)`` when ``threads``
+    is not 0 (0: leave torch's setting), as every command's ``--device``/``--threads``."""
+    import torch
+
+    resolved = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    return resolved
+
+
 def _read_data(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"model file {path} does not exist")

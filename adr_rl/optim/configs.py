@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Method = Literal[
     "adr",
@@ -23,19 +23,11 @@ Method = Literal[
     "random",
     "milp",
 ]
-METHODS: tuple[str, ...] = (
-    "adr",
-    "adr_sync",
-    "gd",
-    "pgd",
-    "apgd",
-    "fgsm",
-    "adam",
-    "restart_gd",
-    "perturbed_gd",
-    "cem",
-    "random",
-)
+#: Methods that solve the problem exactly instead of iterating (``adr_rl/certify``):
+#: ``milp`` runs a mixed-integer program on networks of ``nn.Linear`` and ``nn.ReLU``.
+EXACT_METHODS: tuple[str, ...] = ("milp",)
+#: The iterative methods: every :data:`Method` but the exact ones.
+METHODS: tuple[str, ...] = tuple(m for m in get_args(Method) if m not in EXACT_METHODS)
 
 #: Methods ``maximize(..., compile=True)`` runs as compiled iterations (:mod:`.compiled`).
 COMPILED_METHODS: tuple[str, ...] = ("adr", "adr_sync", "gd", "pgd")
@@ -284,11 +276,6 @@ class PerturbedGDConfig:
     """Check for a stall every this many steps."""
     noise_scale: float = 0.1
     """Std of the kick, as a fraction of the box width."""
-
-
-#: Methods that solve the problem exactly instead of iterating (``adr_rl/certify``):
-#: ``milp`` runs a mixed-integer program on networks of ``nn.Linear`` and ``nn.ReLU``.
-EXACT_METHODS: tuple[str, ...] = ("milp",)
 
 
 @dataclass(frozen=True)
