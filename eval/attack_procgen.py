@@ -59,7 +59,7 @@ from adr_rl.attack import (  # noqa: E402
 )
 from adr_rl_app.envs.procgen import UNSEEN_LEVELS, LevelSplit  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
-from adr_rl_app.eval.loading import zoo_path  # noqa: E402
+from adr_rl_app.eval.loading import load_model, zoo_path  # noqa: E402
 from adr_rl_app.eval.procgen_attacks import (  # noqa: E402
     ATTACK_NAMES,
     STRONG_ATTACKS,
@@ -70,6 +70,7 @@ from adr_rl_app.eval.procgen_attacks import (  # noqa: E402
     make_attack,
     play,
 )
+from adr_rl_app.eval.runs import write_results  # noqa: E402
 from adr_rl_app.eval.stats import bootstrap_mean_ci  # noqa: E402
 
 #: Levels for the ADR-variant pick: unseen in training and disjoint from UNSEEN_LEVELS.
@@ -171,9 +172,9 @@ def check_names(args: Args) -> None:
         raise SystemExit("--ensemble takes attack names other than 'ensemble' and 'none'")
 
 
-def load_model(game: str) -> PPO:
+def shipped_policy(game: str) -> PPO:
     """The shipped PPO policy of ``game``, found wherever the command runs from."""
-    return PPO.load(zoo_path(f"ppo_{game}"), device="cpu")
+    return load_model(zoo_path(f"ppo_{game}"), allowed=("ppo",), device="cpu")
 
 
 # --------------------------------------------------------------------------------------
@@ -286,7 +287,7 @@ def run_tune(args: Args, out: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"levels": dataclasses.asdict(TUNE_LEVELS), "games": {}}
     score = {"adr": [], "adr_sync": []}
     for game in args.games:
-        model = load_model(game)
+        model = shipped_policy(game)
         obs = collect_observations(model, game, args.tune_obs, TUNE_LEVELS, seed=1000)
         rows = _set_flip_rates(
             model,
@@ -307,7 +308,7 @@ def run_tune(args: Args, out: Path) -> dict[str, Any]:
     # Ties go to adr_sync, the variant the random-network benchmark recommends.
     report["mean_flip_rate"] = means
     report["pick"] = "adr" if means["adr"] > means["adr_sync"] else "adr_sync"
-    (out / "tune.json").write_text(json.dumps(report, indent=1))
+    write_results(out / "tune.json", report)
     print(f"tune: mean flip rate {means}; ADR variant for 'adr': {report['pick']}")
     return report
 
@@ -356,7 +357,7 @@ def run_flip(args: Args, out: Path, adr_variant: str = "adr_sync") -> dict[str, 
         "games": {},
     }
     for game in args.games:
-        model = load_model(game)
+        model = shipped_policy(game)
         obs = collect_observations(model, game, args.flip_obs, UNSEEN_LEVELS, seed=0)
         report["games"][game] = _set_flip_rates(
             model,
@@ -373,7 +374,7 @@ def run_flip(args: Args, out: Path, adr_variant: str = "adr_sync") -> dict[str, 
     report["paired_vs_pgd"] = paired_vs_pgd(report)
     report["ensemble_check"] = check_ensemble(report)
     report["n_obs"] = args.flip_obs
-    (out / "flip.json").write_text(json.dumps(report, indent=1))
+    write_results(out / "flip.json", report)
     print_flip(report["summary"])
     print_paired(report["paired_vs_pgd"])
     print_ensemble(report["ensemble_check"])
@@ -443,7 +444,7 @@ def run_report(out: Path) -> None:
     report["summary"] = summarize_flip(report)
     report["paired_vs_pgd"] = paired_vs_pgd(report)
     report["ensemble_check"] = check_ensemble(report)
-    (out / "flip.json").write_text(json.dumps(report, indent=1))
+    write_results(out / "flip.json", report)
     print_flip(report["summary"])
     print_paired(report["paired_vs_pgd"])
     print_ensemble(report["ensemble_check"])
@@ -570,7 +571,7 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
         "games": {},
     }
     for game in args.games:
-        model = load_model(game)
+        model = shipped_policy(game)
         rows = []
         for method, mode, eps, steps in tqdm(settings, desc=f"rollout {game}"):
             runs = []
@@ -616,7 +617,7 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
                 + (f" wins {row['wins']}" if row["wins"] else "")
             )
             report["games"][game] = rows
-            (out / "rollout.json").write_text(json.dumps(report, indent=1))
+            write_results(out / "rollout.json", report)
     plot_returns(report, out)
     print_rollout(report)
     return report
@@ -696,7 +697,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (out / f"config_{'_'.join(args.phases)}.json").write_text(json.dumps(meta, indent=1))
+    write_results(out / f"config_{'_'.join(args.phases)}.json", meta)
     variant = args.adr_method
     if "tune" in args.phases:
         variant_pick = run_tune(args, out)["pick"]

@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from adr_rl_app.eval import cli  # noqa: E402
+from adr_rl_app.eval.runs import write_results  # noqa: E402
 from adr_rl_app.eval.stats import bootstrap_diff_ci  # noqa: E402
 
 Key = tuple[str, str, str, float, int]  # game, method, mode, eps, steps
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         "tally": counts,
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_results(out / "summary.json", summary)
     (out / "summary.md").write_text(text + "\n")
     plot(rows, out / "summary.png")
     print(text)

@@ -18,7 +18,6 @@ input), which bound the ratio from below: ADR needs one of each, PGD only the se
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from adr_rl.attack import ObservationAttack
 from adr_rl.extractors import impala_cnn_policy_kwargs
 from adr_rl.surrogate import ReluSurrogate
 from adr_rl_app.eval import cli
+from adr_rl_app.eval.runs import write_results
 
 
 @dataclass
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_results(out / "results.json", results)
     compiled = ", compile=True" if args.compile else ""
     print(f"{args.device}, IMPALA PPO policy, batch {args.batch}, eps {args.eps:g}{compiled}")
     print("| method | ms per iteration | ratio to PGD |")

@@ -18,7 +18,6 @@ normalized by GD's final value) and prints the table that docs/random-relu.md sh
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import platform
 import time
@@ -37,6 +36,7 @@ from adr_rl.optim.compiled import compiler_available
 from adr_rl.surrogate import ReluSurrogate
 from adr_rl_app.eval import cli
 from adr_rl_app.eval.random_relu import SHAPES, random_relu_net, steps_for
+from adr_rl_app.eval.runs import write_results
 
 # docs/method.md, "Reference hyper-parameters": the large network's values differ.
 PAPER_ADR = {
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         }
     if "small" in args.shapes:
         results["batched_vs_looped"] = batched_timing(args)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_results(out / "results.json", results)
     plot(results, out / "curves.png")
     print_table(results)
     print(f"wrote {out / 'results.json'} and {out / 'curves.png'}")
@@ -375,7 +375,7 @@ def run_timing(args: Args, out: Path) -> None:
         timing["shapes"][shape] = shape_timing(shape, args)
     if "small" in args.shapes:
         timing["batched_vs_looped"] = batched_timing(args)
-    (out / "timing.json").write_text(json.dumps(timing, indent=1))
+    write_results(out / "timing.json", timing)
     for shape, per_batch in timing["shapes"].items():
         for b, t in per_batch.items():
             print(

@@ -13,7 +13,6 @@ table.
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from stable_baselines3 import TD3
 from adr_rl import ActionRefiner
 from adr_rl.optim.compiled import compiler_available
 from adr_rl_app.eval import cli
+from adr_rl_app.eval.loading import OFF_POLICY, load_model
+from adr_rl_app.eval.runs import write_results
 
 
 @dataclass
@@ -70,28 +71,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 def build_agent(args: Args, device: str) -> Any:
+    """``--model`` through the one loader, else an untrained TD3 of the paper's size."""
     if args.model:
-        for algo in _algorithms():
-            try:
-                return algo.load(args.model, device=device)
-            except (ValueError, KeyError, RuntimeError):
-                continue
-        raise SystemExit(f"could not load {args.model} as {[a.__name__ for a in _algorithms()]}")
+        return load_model(args.model, allowed=OFF_POLICY, device=device)
     env = gym.make(args.env)
     return TD3("MlpPolicy", env, policy_kwargs={"net_arch": [400, 300]}, seed=0, device=device)
-
-
-def _algorithms() -> list[Any]:
-    from stable_baselines3 import DDPG, SAC
-
-    algos: list[Any] = [TD3, SAC, DDPG]
-    try:
-        from sb3_contrib import TQC
-
-        algos.append(TQC)
-    except ImportError:
-        pass
-    return algos
 
 
 def steps_for(method: str, steps: int) -> int:
@@ -194,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         results["devices"][device] = bench_device(args, device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_results(out / "results.json", results)
     key = f"throughput_batch{args.batch}_actions_per_s"
     for device, r in results["devices"].items():
         print(f"\n{device}: {args.env} TD3 400-300 critic, radius 0.25, {args.steps} steps")

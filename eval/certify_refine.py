@@ -63,7 +63,7 @@ from adr_rl.certify import (  # noqa: E402
 from adr_rl.certify.network import objective_value  # noqa: E402
 from adr_rl_app.envs.control import make_control_vec_env  # noqa: E402
 from adr_rl_app.eval import cli, runs  # noqa: E402
-from adr_rl_app.eval.loading import load_model, zoo_path  # noqa: E402
+from adr_rl_app.eval.loading import CONTROL_AGENTS, load_model, zoo_path  # noqa: E402
 from adr_rl_app.eval.stats import bootstrap_mean_ci  # noqa: E402
 
 #: Reaching the maximum: within this relative distance of it.
@@ -72,14 +72,7 @@ REACHED = 1e-4
 
 @dataclass
 class Args:
-    agents: list[str] = field(
-        default_factory=lambda: [
-            "td3_Pendulum-v1",
-            "sac_Pendulum-v1",
-            "td3_LunarLanderContinuous-v3",
-            "td3_HalfCheetah-v5",
-        ]
-    )
+    agents: list[str] = field(default_factory=lambda: list(CONTROL_AGENTS))
     """Shipped agents, ``<algo>_<env id>`` in agents/zoo."""
     radii: list[float] = field(default_factory=lambda: [0.1, 0.25, 1.0])
     """Trust-region half-widths in the scaled action space [-1, 1]."""
@@ -408,8 +401,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"median {s['solve_time_median']:.2f} s, violations {s['violations']}",
                 flush=True,
             )
-            runs.write_json(run_dir / "results.partial.json", results)
-    runs.write_json(run_dir / "results.json", results)
+            runs.write_results(run_dir / "results.partial.json", results)
+    runs.write_results(run_dir / "results.json", results)
     (run_dir / "results.partial.json").unlink(missing_ok=True)
     plot(results, args.methods, run_dir / "certify_refine.png")
     runs.finish(run_dir, table(results, args.methods))

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from adr_rl import ActionRefiner, network_evaluations
+from adr_rl.optim import EXACT_METHODS
 from adr_rl_app.envs.control import make_control_vec_env
 from adr_rl_app.eval.episodes import play
-from adr_rl_app.eval.stats import bootstrap_mean_ci
+from adr_rl_app.eval.stats import bootstrap_mean_ci, return_summary
 
 
 def env_seeds(seeds: list[int], episodes: int) -> list[int]:
@@ -74,7 +75,6 @@ def rollout(
 
 def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any]) -> dict[str, Any]:
     returns = np.asarray(run["returns"])
-    lo, hi = bootstrap_mean_ci(returns)
     episode_gains = np.asarray(run["q_gain_per_episode"])
     q_lo, q_hi = bootstrap_mean_ci(episode_gains)
     method, steps = refiner.method, refiner.steps
@@ -82,10 +82,13 @@ def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any]) -> dic
         "method": method,
         "radius": radius,
         "optimizer_steps": steps,
-        "critic_evaluations": network_evaluations(method, steps, refiner.config) if steps else 0,
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "return_ci95": [lo, hi],
+        # milp solves each state exactly: no evaluation budget to report
+        "critic_evaluations": None
+        if method in EXACT_METHODS
+        else network_evaluations(method, steps, refiner.config)
+        if steps
+        else 0,
+        **return_summary(returns, np.asarray(run["lengths"])),
         "seed_means": run["seed_means"],
         "q_gain_per_step": run["q_gain_per_step"],
         "q_gain_per_episode": episode_gains.tolist(),
@@ -94,7 +97,6 @@ def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any]) -> dic
         "ms_per_call": run["ms_per_call"],
         "ms_per_action": run["ms_per_call"] / run["batch"],
         "batch": run["batch"],
-        "episodes": int(returns.size),
         "returns": returns.tolist(),
         "lengths": run["lengths"],
     }

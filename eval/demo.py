@@ -122,10 +122,7 @@ def attack_args(args: Args, device: str) -> attacking.Args:
 def reading(refined: dict[str, Any], attacked: dict[str, Any]) -> str:
     """Two sentences that say what the numbers show, CIs included."""
     none, adr = refined["rows"][0], refined["rows"][1]
-    overlap = not (
-        adr["return_ci95"][0] > none["return_ci95"][1]
-        or adr["return_ci95"][1] < none["return_ci95"][0]
-    )
+    overlap = not (adr["ci95_low"] > none["ci95_high"] or adr["ci95_high"] < none["ci95_low"])
     clean, *attacks = attacked["rows"]
     under = ", ".join(
         f"under {r['method'].upper()} {r['mean_return']:.2f} [{r['ci95_low']:.2f}, "
@@ -134,7 +131,7 @@ def reading(refined: dict[str, Any], attacked: dict[str, Any]) -> str:
     )
     return (
         f"Refinement: ADR raised the critic's Q by {adr['q_gain_per_step']:.4f} per step and "
-        f"changed the return by {adr['return_mean'] - none['return_mean']:+.2f} "
+        f"changed the return by {adr['mean_return'] - none['mean_return']:+.2f} "
         f"({'within' if overlap else 'outside'} the episodes' 95% CIs).\n"
         f"Attack: clean return {clean['mean_return']:.2f} [{clean['ci95_low']:.2f}, "
         f"{clean['ci95_high']:.2f}]; {under}."
@@ -166,7 +163,7 @@ def plot_refine(refined: dict[str, Any], path: Path) -> None:
     for i, row in enumerate(rows):
         color, marker = _style(row["method"])
         for ax, values, (lo, hi), mean, fmt in (
-            (ax_r, row["returns"], row["return_ci95"], row["return_mean"], ".2f"),
+            (ax_r, row["returns"], [row["ci95_low"], row["ci95_high"]], row["mean_return"], ".2f"),
             (
                 ax_q,
                 row["q_gain_per_episode"],
@@ -193,14 +190,14 @@ def plot_refine(refined: dict[str, Any], path: Path) -> None:
         ax.set_xticks(range(len(rows)), names)
         ax.set_xlim(-0.6, len(rows) - 0.4)
         ax.legend(fontsize=7, loc="best")
-    ax_r.axhline(rows[0]["return_mean"], color="grey", linestyle="--", linewidth=1)
+    ax_r.axhline(rows[0]["mean_return"], color="grey", linestyle="--", linewidth=1)
     ax_r.set_ylabel("episode return (mean, 95% CI; dots: episodes)")
     ax_q.axhline(0.0, color="grey", linestyle="--", linewidth=1)
     ax_q.set_ylabel("Q gain per step (refined - actor's)")
     ax_q.set_title("critic's Q gain (dots: episodes; bar: 95% CI)", fontsize=9)
     ax_r.set_title(
         f"{refined['algorithm'].upper()} {refined['env']}, radius "
-        f"{refined['config']['radius']:g}, {rows[0]['episodes']} episodes",
+        f"{refined['config']['radius']:g}, {rows[0]['n_episodes']} episodes",
         fontsize=9,
     )
     fig.tight_layout()
@@ -280,7 +277,7 @@ def run(args: Args) -> dict[str, Any]:
         "attack": attacked,
     }
     out = runs.output_dir(args.out, "demo")
-    runs.write_json(out / "results.json", results)
+    runs.write_results(out / "results.json", results)
     plot_refine(refined, out / "refine.png")
     plot_attack(attacked, out / "attack.png")
     summary = "\n\n".join(

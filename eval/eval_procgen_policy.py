@@ -31,12 +31,13 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.utils import set_random_seed  # noqa: E402
 
 from adr_rl_app.envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
+from adr_rl_app.eval.loading import load_model  # noqa: E402
 from adr_rl_app.eval.procgen_rollouts import RandomPolicy, rollout, summarize  # noqa: E402
+from adr_rl_app.eval.runs import write_results  # noqa: E402
 
 #: Published PPO references (IMPALA CNN, 25M steps, easy mode, test levels):
 #: Cobbe et al. 2020 (Fig. 2 / App. I) and CleanRL's ppo_procgen.py benchmark.
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out_dir or f"runs/eval/{args.env}__{int(time.time())}")
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    model = PPO.load(args.model, device="cpu")
+    model = load_model(args.model, allowed=("ppo",), device="cpu")
     results: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     for name, policy, levels in (
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         "resume_command": args.resume_command,
         "notes": args.notes,
     }
-    (out_dir / "eval.json").write_text(json.dumps(report, indent=1))
+    write_results(out_dir / "eval.json", report)
     refs = {
         "random (unseen)": results["random_unseen"]["mean_return"],
         f"PPO eval, unseen ({model.num_timesteps:,} steps)": results["ppo_unseen"]["mean_return"],

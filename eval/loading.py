@@ -21,6 +21,13 @@ from adr_rl_app.eval.errors import UserError
 #: Algorithms the command line loads, by the name it reports.
 OFF_POLICY = ("td3", "sac", "ddpg", "tqc")
 ON_PROCGEN = ("ppo", "a2c", "dqn")
+#: The shipped control agents (``agents/zoo/<name>.zip``) the refinement experiments use.
+CONTROL_AGENTS = (
+    "td3_Pendulum-v1",
+    "sac_Pendulum-v1",
+    "td3_LunarLanderContinuous-v3",
+    "td3_HalfCheetah-v5",
+)
 
 
 def resolve_device(device: str) -> str:

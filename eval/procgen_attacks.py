@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from adr_rl_app.eval.stats import bootstrap_mean_ci
+from adr_rl_app.eval.stats import return_summary
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO
@@ -160,17 +160,13 @@ def play(
 
 def aggregate(runs: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
     returns = np.concatenate([r["returns"] for r in runs])
+    lengths = np.concatenate([r["lengths"] for r in runs])
     attacked = sum(r["attacked_obs"] for r in runs)
-    low, high = bootstrap_mean_ci(returns, seed=seed)
     seconds = sum(r["attack_seconds"] for r in runs)
     calls = sum(r["attack_calls"] for r in runs)
     return {
-        "n_episodes": int(returns.size),
-        "mean_return": float(returns.mean()),
-        "ci95_low": low,
-        "ci95_high": high,
+        **return_summary(returns, lengths, seed=seed),
         "truncated": int(sum(sum(r["truncated"]) for r in runs)),
-        "mean_length": float(np.mean(np.concatenate([r["lengths"] for r in runs]))),
         "flip_rate": sum(r["flipped"] for r in runs) / attacked if attacked else None,
         "success_rate": sum(r["succeeded"] for r in runs) / attacked if attacked else None,
         "attack_ms_per_obs": 1e3 * seconds / attacked if attacked else None,

@@ -12,7 +12,7 @@ import numpy as np
 
 from adr_rl_app.envs.procgen import TRAIN_LEVELS, LevelSplit, make_procgen_vec_env
 from adr_rl_app.eval.episodes import episode_quotas, play
-from adr_rl_app.eval.stats import bootstrap_mean_ci
+from adr_rl_app.eval.stats import return_summary
 
 
 class PredictPolicy(Protocol):
@@ -147,14 +147,6 @@ def rollout(
     )
 
 
-def summarize(result: RolloutResult, seed: int = 0) -> dict[str, float]:
-    """Mean return with its bootstrap 95% CI, std, and mean length."""
-    low, high = bootstrap_mean_ci(result.returns, seed=seed)
-    return {
-        "n_episodes": int(result.returns.size),
-        "mean_return": float(result.returns.mean()),
-        "ci95_low": low,
-        "ci95_high": high,
-        "std_return": float(result.returns.std()),
-        "mean_length": float(result.lengths.mean()),
-    }
+def summarize(result: RolloutResult, seed: int = 0) -> dict[str, float | int]:
+    """The return metric (:func:`~adr_rl_app.eval.stats.return_summary`) of a rollout."""
+    return return_summary(result.returns, result.lengths, seed=seed)

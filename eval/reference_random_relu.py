@@ -26,6 +26,7 @@ from tqdm import tqdm
 from adr_rl import maximize
 from adr_rl_app.eval import cli
 from adr_rl_app.eval.random_relu import SHAPES, random_relu_net
+from adr_rl_app.eval.runs import write_results
 
 
 @dataclass
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{s['within_1e-3']}/{s['seeds']} |"
             )
     out = Path(args.out) if args.out else Path(args.results).with_name("reference.json")
-    out.write_text(json.dumps(report, indent=1))
+    write_results(out, report)
     print(f"\nwrote {out}")
 
 

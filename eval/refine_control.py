@@ -39,41 +39,38 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from stable_baselines3 import DDPG, SAC, TD3  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from adr_rl import ActionRefiner, CEMConfig, network_evaluations  # noqa: E402
+from adr_rl import ActionRefiner, CEMConfig, MILPConfig, network_evaluations  # noqa: E402
+from adr_rl.optim import EXACT_METHODS  # noqa: E402
 from adr_rl_app.envs.control import make_control_vec_env  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
 from adr_rl_app.eval.control_rollouts import env_seeds, rollout, summarize
-from adr_rl_app.eval.loading import zoo_path  # noqa: E402
-
-ALGOS: dict[str, Any] = {"td3": TD3, "sac": SAC, "ddpg": DDPG}
+from adr_rl_app.eval.errors import UserError  # noqa: E402
+from adr_rl_app.eval.loading import CONTROL_AGENTS, OFF_POLICY, load_model, zoo_path  # noqa: E402
+from adr_rl_app.eval.runs import write_results  # noqa: E402
 
 
 @dataclass
 class Args:
-    agents: list[str] = field(
-        default_factory=lambda: [
-            "td3_Pendulum-v1",
-            "sac_Pendulum-v1",
-            "td3_LunarLanderContinuous-v3",
-            "td3_HalfCheetah-v5",
-        ]
-    )
+    agents: list[str] = field(default_factory=lambda: list(CONTROL_AGENTS))
     """Shipped agents, ``<algo>_<env id>`` in --zoo."""
     zoo: str = ""
     """Folder of the agents' zips (default: the shipped agents/zoo, wherever this runs)."""
     methods: list[str] = field(
         default_factory=lambda: ["none", "gd", "adam", "cem", "adr", "adr_sync"]
     )
-    """Refinement methods ("none": the actor's action)."""
+    """Refinement methods ("none": the actor's action; "milp": the critic's exact maximum
+    per state, CAQL-style, outside the evaluation budget)."""
     radii: list[float] = field(default_factory=lambda: [0.1, 0.25, 1.0])
     """Trust-region half-widths in the scaled action space [-1, 1]."""
     budget: int = 90
     """Critic evaluations per refinement, the same for every method."""
     cem_population: int = 30
     """CEM samples per iteration (budget // population iterations)."""
+    milp_time_limit: float = 10.0
+    """Seconds per state for ``milp`` (docs/certify.md: 200/200 states solved within 10 s
+    for Pendulum, LunarLander and HalfCheetah at radius 0.1)."""
     critic: str = "min"
     """Critic to maximize: min (of the twin Qs), q1 or mean."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -111,8 +108,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 def steps_for_budget(method: str, budget: int, cem: CEMConfig) -> int:
-    """Most optimizer steps whose critic evaluations fit in ``budget``."""
-    if method == "none":
+    """Most optimizer steps whose critic evaluations fit in ``budget`` (0 for the actor
+    and for ``milp``, which solves each state exactly instead of iterating)."""
+    if method == "none" or method in EXACT_METHODS:
         return 0
     per_step = network_evaluations(method, 1, cem if method == "cem" else None)
     steps = budget // per_step
@@ -122,13 +120,12 @@ def steps_for_budget(method: str, budget: int, cem: CEMConfig) -> int:
 
 
 def load_agent(name: str, zoo: str, device: str) -> tuple[Any, str]:
+    """The agent ``<algo>_<env id>`` from ``--zoo`` (default: the shipped zoo) and its env id."""
     algo, _, env_id = name.partition("_")
-    if algo not in ALGOS:
-        raise ValueError(f"agent {name!r}: algorithm must be one of {sorted(ALGOS)}")
+    if algo not in OFF_POLICY:
+        raise UserError(f"agent {name!r}: algorithm must be one of {', '.join(OFF_POLICY)}")
     path = Path(zoo) / f"{name}.zip" if zoo else zoo_path(name)
-    if not path.exists():
-        raise FileNotFoundError(f"no agent {path}; train it with agents/train_offpolicy.py")
-    return ALGOS[algo].load(path, device=device), env_id
+    return load_model(path, allowed=OFF_POLICY, device=device), env_id
 
 
 def cem_config(args: Args) -> CEMConfig:
@@ -145,8 +142,14 @@ def make_refiner(model: Any, method: str, radius: float, args: Args) -> ActionRe
         steps=steps_for_budget(method, args.budget, cem),
         critic=args.critic,  # type: ignore[arg-type]
         seed=args.optimizer_seed,
-        config=cem if method == "cem" else None,
+        config=cem if method == "cem" else milp_config(args) if method == "milp" else None,
     )
+
+
+def milp_config(args: Args) -> MILPConfig:
+    """The exact maximum per state, ``--milp-time-limit`` seconds each (past it, the best
+    point found so far is the action)."""
+    return MILPConfig(time_limit=args.milp_time_limit)
 
 
 def visited_states(model: Any, env_id: str, args: Args) -> np.ndarray:
@@ -224,7 +227,7 @@ def evaluate(args: Args, checkpoint: Path | None = None) -> dict[str, Any]:
             entry["q_gap_states"] = len(states)
         results["agents"][agent] = entry
         if checkpoint is not None:  # a later agent's failure keeps this one's rows
-            checkpoint.write_text(json.dumps(results, indent=1))
+            write_results(checkpoint, results)
     bar.close()
     return results
 
@@ -259,10 +262,10 @@ def table(results: dict[str, Any]) -> str:
     ]
     for agent, entry in results["agents"].items():
         for r in entry["rows"]:
-            lo, hi = r["return_ci95"]
+            lo, hi = r["ci95_low"], r["ci95_high"]
             radius = "-" if r["method"] == "none" else f"{r['radius']:g}"
             lines.append(
-                f"| {agent} | {r['method']} | {radius} | {r['return_mean']:.1f} "
+                f"| {agent} | {r['method']} | {radius} | {r['mean_return']:.1f} "
                 f"[{lo:.1f}, {hi:.1f}] | {r['q_gain_per_step']:.3f} | "
                 f"{r['fraction_changed']:.2f} | {r['ms_per_call']:.1f} |"
             )
@@ -300,8 +303,8 @@ def compact_table(results: dict[str, Any]) -> str:
                 if not row:
                     cells.append("")
                     continue
-                lo, hi = row[0]["return_ci95"]
-                cells.append(f"{row[0]['return_mean']:.1f} [{lo:.1f}, {hi:.1f}]")
+                lo, hi = row[0]["ci95_low"], row[0]["ci95_high"]
+                cells.append(f"{row[0]['mean_return']:.1f} [{lo:.1f}, {hi:.1f}]")
             if method == "none":
                 cells = [cells[0]] + ["(same)"] * (len(cells) - 1)
             lines.append(f"| {agent} | {method} | " + " | ".join(cells) + " |")
@@ -317,15 +320,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
             r["method"] if r["method"] == "none" else f"{r['method']}\n{r['radius']:g}"
             for r in rows
         ]
-        means = np.array([r["return_mean"] for r in rows])
-        ci = np.array([r["return_ci95"] for r in rows])
+        means = np.array([r["mean_return"] for r in rows])
+        ci = np.array([[r["ci95_low"], r["ci95_high"]] for r in rows])
         colors = [f"C{sorted({r['method'] for r in rows}).index(r['method'])}" for r in rows]
         # Points, not bars: the differences are small next to the returns themselves.
         for i, (m, c) in enumerate(zip(means, colors, strict=True)):
             ax.errorbar(
                 i, m, yerr=[[m - ci[i, 0]], [ci[i, 1] - m]], fmt="o", color=c, capsize=2, lw=1
             )
-        ax.axhline(rows[0]["return_mean"], color="gray", ls="--", lw=0.8)
+        ax.axhline(rows[0]["mean_return"], color="gray", ls="--", lw=0.8)
         ax.set_xticks(range(len(rows)), labels, fontsize=6, rotation=90)
         ax.set_title(agent, fontsize=9)
         ax.set_ylabel("return (mean, 95% CI)")
@@ -341,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     partial = out / "results.partial.json"
     results = merge(args.merge, args.methods) if args.merge else evaluate(args, partial)
     partial.unlink(missing_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    write_results(out / "results.json", results)
     plot(results, out / "returns.png")
     print(table(results))
     print()

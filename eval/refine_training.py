@@ -55,7 +55,7 @@ from adr_rl.exploration import ExplorationRefinement, RefinedTD3  # noqa: E402
 from adr_rl_app.agents.hyperparams import hyperparams  # noqa: E402
 from adr_rl_app.envs.control import make_control_env, make_control_vec_env  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
-from adr_rl_app.eval.runs import finish, write_json  # noqa: E402
+from adr_rl_app.eval.runs import finish, write_json, write_results  # noqa: E402
 from adr_rl_app.eval.stats import bootstrap_mean_ci  # noqa: E402
 
 #: Env steps per task (issue 17: Pendulum 20k, the others at least 200k).
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
                     status = train_run(args, task, variant, seed, run_dir)
                     print(f"{task} {variant} seed {seed}: {status}", flush=True)
     results = aggregate(args, out)
-    write_json(out / "results.json", results)
+    write_results(out / "results.json", results)
     plot(results, out / "learning_curves.png")
     finish(out, summary_table(results))
 

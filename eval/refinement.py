@@ -167,9 +167,9 @@ def evaluate(args: Args) -> dict[str, Any]:
         run = rollout(refiner, args.env, args.seeds, args.episodes, args.max_episode_steps)
         row = summarize(refiner, 0.0 if method == "none" else args.radius, run)
         rows.append(row)
-        lo, hi = row["return_ci95"]
+        lo, hi = row["ci95_low"], row["ci95_high"]
         print(
-            f"{method:>12}: return {row['return_mean']:9.2f} [{lo:.2f}, {hi:.2f}] "
+            f"{method:>12}: return {row['mean_return']:9.2f} [{lo:.2f}, {hi:.2f}] "
             f"Q gain/step {row['q_gain_per_step']:.4f}"
         )
     return {
@@ -184,20 +184,20 @@ def evaluate(args: Args) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     """Markdown: one row per method, the unrefined actor first."""
-    base = results["rows"][0]["return_mean"]
+    base = results["rows"][0]["mean_return"]
     lines = [
         f"Refinement of {results['algorithm'].upper()} on {results['env']} "
-        f"({results['rows'][0]['episodes']} episodes per method)",
+        f"({results['rows'][0]['n_episodes']} episodes per method)",
         "",
         "| method | radius | steps | return [95% CI] | vs actor | Q gain/step | ms/call |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
-        lo, hi = row["return_ci95"]
+        lo, hi = row["ci95_low"], row["ci95_high"]
         lines.append(
             f"| {row['method']} | {row['radius']:g} | {row['optimizer_steps']} | "
-            f"{row['return_mean']:.2f} [{lo:.2f}, {hi:.2f}] | "
-            f"{row['return_mean'] - base:+.2f} | {row['q_gain_per_step']:.4f} | "
+            f"{row['mean_return']:.2f} [{lo:.2f}, {hi:.2f}] | "
+            f"{row['mean_return'] - base:+.2f} | {row['q_gain_per_step']:.4f} | "
             f"{row['ms_per_call']:.1f} |"
         )
     return "\n".join(lines)
@@ -213,10 +213,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
     rows = results["rows"]
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.4))
     for i, row in enumerate(rows):
-        lo, hi = row["return_ci95"]
-        mean = row["return_mean"]
+        lo, hi = row["ci95_low"], row["ci95_high"]
+        mean = row["mean_return"]
         ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], fmt="o", capsize=4)
-    ax.axhline(rows[0]["return_mean"], color="grey", linestyle="--", linewidth=1)
+    ax.axhline(rows[0]["mean_return"], color="grey", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(rows)), [r["method"] for r in rows])
     ax.set_ylabel("episode return (95% CI)")
     ax.set_title(
@@ -249,4 +249,4 @@ def sweep_job(params: dict[str, Any]) -> dict[str, Any]:
     refiner = make_refiner(model, method, args)
     run_ = rollout(refiner, args.env, [seed], args.episodes, args.max_episode_steps)
     row = summarize(refiner, args.radius, run_)
-    return {"metric": row["return_mean"], **row}
+    return {"metric": row["mean_return"], **row}

@@ -230,9 +230,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     flush=True,
                 )
             entry["eps"][f"{eps:g}"] = per_method
-        runs.write_json(run_dir / "results.json", results)
+        runs.write_results(run_dir / "results.json", results)
     plot(results, run_dir / "region_stability.png")
-    runs.write_json(run_dir / "results.json", results)
+    runs.write_results(run_dir / "results.json", results)
     runs.finish(run_dir, table(results))
     return results
 

@@ -13,13 +13,14 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from adr_rl_app.envs.procgen import level_split
 from adr_rl_app.eval import cli
 from adr_rl_app.eval.procgen_rollouts import PredictPolicy, RandomPolicy, rollout, summarize
+from adr_rl_app.eval.runs import write_results
 
 
 @dataclass
@@ -75,8 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         f"episodes, mean length {stats['mean_length']:.0f}"
     )
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"summary": stats, **result.to_dict()}, f)
+        write_results(Path(args.out), {"summary": stats, **result.to_dict()})
 
 
 if __name__ == "__main__":

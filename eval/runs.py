@@ -46,6 +46,15 @@ def write_json(path: Path, obj: Any, allow_nan: bool = True) -> None:
     os.replace(tmp, path)
 
 
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    """A command's results JSON, with the machine it ran on (CPU model and flags, threads,
+    torch) added under ``machine`` unless the command recorded it itself; atomic."""
+    from adr_rl.machine import machine_info
+
+    results.setdefault("machine", machine_info())
+    write_json(path, results)
+
+
 def finish(run_dir: Path, summary: str) -> None:
     """Write the run's markdown table and print it with where everything went."""
     (run_dir / "summary.md").write_text(summary + "\n")
@@ -63,11 +72,8 @@ def write_run(
 ) -> Path:
     """The one results writer of a command: ``results.json`` (with the machine it ran on),
     each plot, and the markdown table, printed; returns the run folder."""
-    from adr_rl.machine import machine_info
-
     run_dir = output_dir(out, command)
-    results.setdefault("machine", machine_info())
-    write_json(run_dir / "results.json", results)
+    write_results(run_dir / "results.json", results)
     for name, draw in plots.items():
         draw(results, run_dir / name)
     finish(run_dir, table)

@@ -53,6 +53,31 @@ def bootstrap_diff_ci(
     return float(low), float(high)
 
 
+def return_summary(
+    returns: np.ndarray, lengths: np.ndarray | None = None, seed: int = 0
+) -> dict[str, float | int]:
+    """The one schema of an episode-return metric, used by every eval script and read by
+    every table: ``n_episodes``, ``mean_return``, ``ci95_low``/``ci95_high`` (percentile
+    bootstrap of the mean), ``std_return`` and, with ``lengths``, ``mean_length``.
+
+    :param returns: ``(n,)`` episode returns.
+    :param lengths: ``(n,)`` episode lengths, or ``None``.
+    :param seed: Seed of the bootstrap resampling.
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    low, high = bootstrap_mean_ci(returns, seed=seed)
+    summary: dict[str, float | int] = {
+        "n_episodes": int(returns.size),
+        "mean_return": float(returns.mean()),
+        "ci95_low": low,
+        "ci95_high": high,
+        "std_return": float(returns.std()),
+    }
+    if lengths is not None:
+        summary["mean_length"] = float(np.mean(lengths))
+    return summary
+
+
 #: Episodes per setting below which a comparison of means is mostly noise: with the
 #: returns' usual spread, the 95% CI of a difference spans the whole effect sizes seen
 #: here (e.g. ADR "raised" CoinRun's return from 0 to 5 over 2 episodes).

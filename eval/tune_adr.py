@@ -10,7 +10,6 @@ seeds from 1000 on. A variant is ``name:method:key=value,key=value`` with keys o
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,6 +22,7 @@ from adr_rl import ADRConfig, maximize
 from adr_rl.optim import PerturbedGDConfig, RestartGDConfig
 from adr_rl_app.eval import cli
 from adr_rl_app.eval.random_relu import SHAPES, random_relu_net, steps_for
+from adr_rl_app.eval.runs import write_results
 
 CONFIGS = {
     "adr": ADRConfig,
@@ -118,9 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     if args.out:
-        Path(args.out).write_text(
-            json.dumps({"args": asdict(args), "values": values, "summary": rows}, indent=1)
-        )
+        write_results(Path(args.out), {"args": asdict(args), "values": values, "summary": rows})
 
 
 if __name__ == "__main__":

@@ -59,9 +59,9 @@ def test_quick_run_bookkeeping(tmp_path):
     for method in ("gd", "cem"):
         assert rows[method]["q_gain_per_step"] >= 0  # best iterate: never below the actor
         assert rows[method]["critic_evaluations"] == 90
-        assert rows[method]["episodes"] == 4 and len(rows[method]["returns"]) == 4
-        lo, hi = rows[method]["return_ci95"]
-        assert lo <= rows[method]["return_mean"] <= hi
+        assert rows[method]["n_episodes"] == 4 and len(rows[method]["returns"]) == 4
+        lo, hi = rows[method]["ci95_low"], rows[method]["ci95_high"]
+        assert lo <= rows[method]["mean_return"] <= hi
     gap = saved["agents"]["td3_Pendulum-v1"]["q_gap"]["0.25"]
     for method in ("gd", "cem"):
         # The grid max is an upper bound up to the grid's resolution.

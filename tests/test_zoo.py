@@ -35,10 +35,10 @@ def test_shipped_policy_loads_and_steps(game):
 
 def test_shipped_agents_load_from_any_working_directory(tmp_path, monkeypatch):
     """The evaluation scripts find agents/zoo through the package, not the cwd."""
-    from adr_rl_app.eval.attack_procgen import load_model
+    from adr_rl_app.eval.attack_procgen import shipped_policy
     from adr_rl_app.eval.refine_control import load_agent
 
     monkeypatch.chdir(tmp_path)
-    assert isinstance(load_model("coinrun"), PPO)
+    assert isinstance(shipped_policy("coinrun"), PPO)
     model, env_id = load_agent("td3_Pendulum-v1", zoo="", device="cpu")
     assert env_id == "Pendulum-v1" and model.__class__.__name__ == "TD3"
