@@ -7,7 +7,7 @@ update, timed from one rollout start to the next (the first ``warmup`` iteration
 not counted). Everything runs in one process, one pair after another, so the ratios
 compare modes on the same machine state. The JSON records the CPU model and flags.
 
-    python -m adr_rl_app.eval.bench_train_procgen                      # full run (~20 min, 2 cores)
+    python -m adr_rl_app.eval.bench_train_procgen                      # full run (24 min, 2 cores)
     python -m adr_rl_app.eval.bench_train_procgen --quick              # smoke run
 """
 
