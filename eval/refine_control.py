@@ -49,6 +49,7 @@ from adr_rl_app.eval.control_rollouts import env_seeds, rollout, summarize
 from adr_rl_app.eval.errors import UserError  # noqa: E402
 from adr_rl_app.eval.loading import CONTROL_AGENTS, OFF_POLICY, load_model, zoo_path  # noqa: E402
 from adr_rl_app.eval.runs import write_results  # noqa: E402
+from adr_rl_app.eval.stats import bootstrap_mean_ci  # noqa: E402
 
 
 @dataclass
@@ -311,6 +312,30 @@ def compact_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(results: dict[str, Any]) -> str:
+    """Return change over the unrefined actor on the same episodes (every method plays
+    the same env seeds, so episode ``i`` of each row starts alike): the mean difference
+    with a percentile-bootstrap 95% CI over episode pairs, and the critic's Q gain."""
+    lines = [
+        "| agent | method | radius | return - actor's [95% CI, paired] | Q gain/step |",
+        "|---|---|---|---|---|",
+    ]
+    for agent, entry in results["agents"].items():
+        base = next((r for r in entry["rows"] if r["method"] == "none"), None)
+        if base is None:
+            continue
+        for r in entry["rows"]:
+            if r["method"] == "none" or len(r["returns"]) != len(base["returns"]):
+                continue
+            diff = np.asarray(r["returns"]) - np.asarray(base["returns"])
+            lo, hi = bootstrap_mean_ci(diff)
+            lines.append(
+                f"| {agent} | {r['method']} | {r['radius']:g} | {diff.mean():+.2f} "
+                f"[{lo:+.2f}, {hi:+.2f}] | {r['q_gain_per_step']:.4f} |"
+            )
+    return "\n".join(lines)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     agents = list(results["agents"])
     fig, axes = plt.subplots(1, len(agents), figsize=(4.2 * len(agents), 3.6), squeeze=False)
@@ -349,6 +374,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table(results))
     print()
     print(compact_table(results))
+    print()
+    print(paired_table(results))
     print(f"wrote {out / 'results.json'} and {out / 'returns.png'}")
     return results
 

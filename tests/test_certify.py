@@ -42,6 +42,12 @@ from adr_rl.certify.region import region_argmax
 F64 = torch.float64
 
 
+#: Seconds per problem in the correctness tests. These tiny problems solve in
+#: milliseconds; the limit only guards against a hang, and it is generous so that a busy
+#: machine (CI beside a training job) cannot turn a correct search into "time_limit".
+SOLVE_LIMIT = 300.0
+
+
 def mlp(sizes: tuple[int, ...], seed: int, scale: float = 1.0) -> nn.Sequential:
     gen = torch.Generator().manual_seed(seed)
     layers: list[nn.Module] = []
@@ -209,7 +215,7 @@ def test_exact_max_equals_brute_force(seed: int, d: int) -> None:
     lo, hi = random_box(1, d, seed)
     truth = brute_force_max([net], lo[0].numpy(), hi[0].numpy())
     for strategy in ("milp", "split"):
-        res = exact_maximize(net, lo, hi, strategy=strategy)
+        res = exact_maximize(net, lo, hi, strategy=strategy, time_limit=SOLVE_LIMIT)
         assert res.status == ["optimal"]
         assert res.value.item() == pytest.approx(truth, abs=1e-6)
         assert res.upper_bound.item() >= truth - 1e-6
@@ -233,7 +239,7 @@ def split_down(
         [n.select(0) for n in layers],
         lo[0],
         hi[0],
-        time_limit=30.0,
+        time_limit=SOLVE_LIMIT,
         mip_rel_gap=1e-6,
         leaf_unstable=leaf_unstable,
     )
@@ -246,14 +252,14 @@ def test_twin_min_equals_brute_force(seed: int) -> None:
     lo, hi = random_box(1, 2, seed, width=1.5)
     truth = brute_force_max([q1, q2], lo[0].numpy(), hi[0].numpy())
     for strategy in ("milp", "split"):
-        res = exact_maximize([q1, q2], lo, hi, strategy=strategy)
+        res = exact_maximize([q1, q2], lo, hi, strategy=strategy, time_limit=SOLVE_LIMIT)
         assert res.status == ["optimal"]
         assert res.value.item() == pytest.approx(truth, abs=1e-6)
         with torch.no_grad():
             assert torch.minimum(q1(res.x), q2(res.x)).item() == pytest.approx(truth, abs=1e-6)
     # min of twins is below each one's own maximum
     for q in (q1, q2):
-        assert exact_maximize(q, lo, hi).value.item() >= truth - 1e-9
+        assert exact_maximize(q, lo, hi, time_limit=SOLVE_LIMIT).value.item() >= truth - 1e-9
     for leaf in (0, 2):
         value, bound, status = split_down(as_affine_layers([q1, q2]), lo, hi, leaf)
         assert status == "optimal" and value == pytest.approx(truth, abs=1e-6)
@@ -263,9 +269,11 @@ def test_twin_min_equals_brute_force(seed: int) -> None:
 def test_batch_rows_are_independent() -> None:
     net = mlp((3, 8, 8, 1), 3)
     lo, hi = random_box(3, 3, 3)
-    together = exact_maximize(net, lo, hi, strategy="milp")
+    together = exact_maximize(net, lo, hi, strategy="milp", time_limit=SOLVE_LIMIT)
     for r in range(3):
-        alone = exact_maximize(net, lo[r : r + 1], hi[r : r + 1], strategy="milp")
+        alone = exact_maximize(
+            net, lo[r : r + 1], hi[r : r + 1], strategy="milp", time_limit=SOLVE_LIMIT
+        )
         assert alone.value.item() == pytest.approx(together.value[r].item(), abs=1e-7)
 
 
@@ -276,7 +284,7 @@ def test_upper_bounds_cover_random_samples() -> None:
     with torch.no_grad():
         sampled = net(xs.reshape(-1, 3)).reshape(xs.shape[0], 2).amax(dim=0)
     layers = as_affine_layers(net)
-    res = exact_maximize(net, lo, hi)
+    res = exact_maximize(net, lo, hi, time_limit=SOLVE_LIMIT)
     bounds = {
         m: objective_upper_bound(layers, lo, hi, m)[0] for m in ("interval", "crown", "crown_lp")
     }
@@ -347,7 +355,9 @@ def critic_case(seed: int) -> tuple[nn.Sequential, nn.Sequential, torch.Tensor, 
 def test_critic_form_equals_plain_form() -> None:
     q1, q2, features, actions = critic_case(0)
     lo, hi = (actions - 0.2).clamp_min(-1), (actions + 0.2).clamp_max(1)
-    critic = exact_maximize([q1, q2], lo, hi, prefix=features, strategy="milp")
+    critic = exact_maximize(
+        [q1, q2], lo, hi, prefix=features, strategy="milp", time_limit=SOLVE_LIMIT
+    )
     for r in range(3):
         # the same problem as plain networks: the state's part folded into the bias
         plain = []
@@ -357,13 +367,17 @@ def test_critic_form_equals_plain_form() -> None:
                 first.weight.copy_(q[0].weight[:, 3:])
                 first.bias.copy_(q[0].bias + q[0].weight[:, :3] @ features[r])
             plain.append(nn.Sequential(first, *list(q)[1:]))
-        alone = exact_maximize(plain, lo[r : r + 1], hi[r : r + 1], strategy="milp")
+        alone = exact_maximize(
+            plain, lo[r : r + 1], hi[r : r + 1], strategy="milp", time_limit=SOLVE_LIMIT
+        )
         assert alone.value.item() == pytest.approx(critic.value[r].item(), abs=1e-7)
     # the same through an explicit input map u = P x + q
     matrix = torch.zeros(3, 5, 2, dtype=F64)
     matrix[:, 3:, :] = torch.eye(2, dtype=F64)
     offset = torch.cat([features, torch.zeros(3, 2, dtype=F64)], dim=1)
-    mapped = exact_maximize([q1, q2], lo, hi, input_map=InputMap(matrix, offset))
+    mapped = exact_maximize(
+        [q1, q2], lo, hi, input_map=InputMap(matrix, offset), time_limit=SOLVE_LIMIT
+    )
     torch.testing.assert_close(mapped.value, critic.value, atol=1e-7, rtol=0)
 
 
@@ -376,7 +390,7 @@ def test_probed_callable_equals_prefix_form() -> None:
         return torch.minimum(q1(u), q2(u))
 
     probed = exact_maximize_fn(fn, actions, lo, hi, network=[q1, q2])
-    direct = exact_maximize([q1, q2], lo, hi, prefix=features)
+    direct = exact_maximize([q1, q2], lo, hi, prefix=features, time_limit=SOLVE_LIMIT)
     torch.testing.assert_close(probed.value, direct.value, atol=1e-7, rtol=0)
     maps, out = probe_input_map(fn, actions, [q1, q2])
     torch.testing.assert_close(maps[0].apply(actions), torch.cat([features, actions], dim=1))
@@ -505,7 +519,7 @@ def test_box_in_one_region_matches_the_radius() -> None:
     small_lo, small_hi = x - 0.5 * r, x + 0.5 * r
     share = stable_unit_share(net, small_lo, small_hi, method="crown")
     torch.testing.assert_close(share, torch.ones(6, dtype=F64))
-    res = exact_maximize(net, small_lo, small_hi)
+    res = exact_maximize(net, small_lo, small_hi, time_limit=SOLVE_LIMIT)
     corners = torch.stack(
         [
             torch.where(torch.tensor(c, dtype=torch.bool), small_hi, small_lo)

@@ -14,7 +14,7 @@ from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from adr_rl import ActionRefiner
+from adr_rl import ActionRefiner, MILPConfig
 
 METHODS = ["none", "adr", "adr_sync", "gd", "adam", "cem"]
 
@@ -189,7 +189,11 @@ def test_milp_refinement_is_the_exact_maximum_in_the_trust_region(algo, critic, 
     what every heuristic finds there, inside the action space."""
     model = request.getfixturevalue(algo)
     obs = _observations(model.observation_space, 8, seed=2)
-    exact = ActionRefiner(model, method="milp", radius=0.25, critic=critic)
+    # a generous limit: these small critics solve in well under a second, but a busy
+    # machine must not turn the certified maximum into a time-out's best point
+    exact = ActionRefiner(
+        model, method="milp", radius=0.25, critic=critic, config=MILPConfig(time_limit=300.0)
+    )
     actions, _ = exact.predict(obs)
     assert all(model.action_space.contains(a) for a in actions)
     actor, _ = model.predict(obs, deterministic=True)
