@@ -313,13 +313,12 @@ def compact_table(results: dict[str, Any]) -> str:
 
 
 def paired_table(results: dict[str, Any]) -> str:
-    """Return change over the unrefined actor on the same episodes (every method plays
-    the same env seeds, so episode ``i`` of each row starts alike): the mean difference
-    with a percentile-bootstrap 95% CI over episode pairs, and the critic's Q gain."""
-    lines = [
-        "| agent | method | radius | return - actor's [95% CI, paired] | Q gain/step |",
-        "|---|---|---|---|---|",
-    ]
+    """Return change over the unrefined actor on the same episodes, one row per agent
+    and radius, one column per method. Every method plays the same env seeds, so episode
+    ``i`` of each row starts alike: the cell is the mean difference with a
+    percentile-bootstrap 95% CI over the episode pairs."""
+    rows_out: dict[tuple[str, float], dict[str, str]] = {}
+    methods: list[str] = []
     for agent, entry in results["agents"].items():
         base = next((r for r in entry["rows"] if r["method"] == "none"), None)
         if base is None:
@@ -329,10 +328,17 @@ def paired_table(results: dict[str, Any]) -> str:
                 continue
             diff = np.asarray(r["returns"]) - np.asarray(base["returns"])
             lo, hi = bootstrap_mean_ci(diff)
-            lines.append(
-                f"| {agent} | {r['method']} | {r['radius']:g} | {diff.mean():+.2f} "
-                f"[{lo:+.2f}, {hi:+.2f}] | {r['q_gain_per_step']:.4f} |"
-            )
+            cell = f"{diff.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]"
+            rows_out.setdefault((agent, r["radius"]), {})[r["method"]] = cell
+            methods += [r["method"]] if r["method"] not in methods else []
+    lines = [
+        "| agent | radius | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for (agent, radius), cells in rows_out.items():
+        lines.append(
+            f"| {agent} | {radius:g} | " + " | ".join(cells.get(m, "") for m in methods) + " |"
+        )
     return "\n".join(lines)
 
 

@@ -68,3 +68,15 @@ def test_quick_run_bookkeeping(tmp_path):
         assert gap[method]["mean_gap_to_grid_max"] >= -1e-3
         assert 0.0 <= gap[method]["mean_share_captured"] <= 1.05
     assert results["config"]["budget"] == 90
+
+
+def test_paired_table_is_the_mean_difference_over_episode_pairs():
+    """Every method plays the same env seeds, so the change is per episode pair."""
+    base = {"method": "none", "radius": 0.0, "returns": [1.0, 2.0, 3.0, 4.0]}
+    up = {"method": "milp", "radius": 0.25, "returns": [1.5, 2.5, 3.5, 4.5]}
+    short = {"method": "gd", "radius": 0.25, "returns": [9.0]}  # not paired: left out
+    text = refine_control.paired_table({"agents": {"a": {"rows": [base, up, short]}}})
+    lines = text.splitlines()
+    assert lines[0] == "| agent | radius | milp |"
+    # a constant difference: its bootstrap interval is that point
+    assert lines[2] == "| a | 0.25 | +0.50 [+0.50, +0.50] |"
