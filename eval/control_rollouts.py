@@ -78,16 +78,16 @@ def summarize(refiner: ActionRefiner, radius: float, run: dict[str, Any]) -> dic
     episode_gains = np.asarray(run["q_gain_per_episode"])
     q_lo, q_hi = bootstrap_mean_ci(episode_gains)
     method, steps = refiner.method, refiner.steps
+    evaluations: int | None = 0
+    if method in EXACT_METHODS:  # milp solves each state exactly: no evaluation budget
+        evaluations = None
+    elif steps:
+        evaluations = network_evaluations(method, steps, refiner.config)
     return {
         "method": method,
         "radius": radius,
         "optimizer_steps": steps,
-        # milp solves each state exactly: no evaluation budget to report
-        "critic_evaluations": None
-        if method in EXACT_METHODS
-        else network_evaluations(method, steps, refiner.config)
-        if steps
-        else 0,
+        "critic_evaluations": evaluations,
         **return_summary(returns, np.asarray(run["lengths"])),
         "seed_means": run["seed_means"],
         "q_gain_per_step": run["q_gain_per_step"],

@@ -51,7 +51,8 @@ def write_results(path: Path, results: dict[str, Any]) -> None:
     torch) added under ``machine`` unless the command recorded it itself; atomic."""
     from adr_rl.machine import machine_info
 
-    results.setdefault("machine", machine_info())
+    if "machine" not in results:  # not setdefault: the partial writes would re-read the CPU
+        results["machine"] = machine_info()
     write_json(path, results)
 
 
