@@ -30,7 +30,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
-from adr_rl.extractors import cnn_policy_kwargs
+from adr_rl.extractors import cnn_policy_kwargs, init_baselines_heads
 from adr_rl.machine import native_bf16
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,9 @@ def make_procgen_ppo(
     """A fresh :class:`FastPPO` with ``recipe`` on ``venv`` (``recipe.num_envs`` envs).
 
     The value loss is clipped like the policy's (CleanRL's ``clip_vloss=True``) and the
-    learning rate annealed linearly to 0 over the ``total_timesteps`` of ``learn``.
+    learning rate annealed linearly to 0 over the ``total_timesteps`` of ``learn``. The
+    IMPALA CNN keeps PyTorch's default init and only the heads get baselines' orthogonal
+    init, as in OpenAI's and CleanRL's runs (:func:`~adr_rl.extractors.impala_cnn_policy_kwargs`).
     """
     if venv.num_envs != recipe.num_envs:
         raise ValueError(f"venv has {venv.num_envs} envs, the recipe {recipe.num_envs}.")
@@ -178,7 +180,7 @@ def make_procgen_ppo(
     lr: Any = (
         LinearSchedule(recipe.learning_rate, 0.0, 1.0) if recipe.anneal_lr else recipe.learning_rate
     )
-    return FastPPO(
+    model = FastPPO(
         "CnnPolicy",
         venv,
         learning_rate=lr,
@@ -198,3 +200,6 @@ def make_procgen_ppo(
         verbose=0,
         numerics=numerics,
     )
+    if extractor == "impala":
+        init_baselines_heads(model.policy)
+    return model

@@ -23,6 +23,7 @@ Three pieces:
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import importlib.util
 import io
@@ -214,7 +215,24 @@ def make_batch_env(
     # Importing gym prints a deprecation banner on stderr; it says nothing actionable here.
     with contextlib.redirect_stderr(io.StringIO()):
         module = importlib.import_module("procgen")
-    return _Gym3Batch(module.ProcgenEnv(**kwargs))
+        to_baselines = importlib.import_module("gym3").ToBaselinesVecEnv
+    num = kwargs.pop("num_envs")
+    # gym3 binds each C function of a new env lazily, under cffi's non-reentrant lock. If
+    # the cyclic garbage collector runs inside that lock and finalizes another, unclosed
+    # env, its ``__del__`` -> ``close()`` binds ``libenv_close`` and waits on the same lock
+    # forever (seen in the test suite). So build with the collector paused and bind every
+    # function up front: no later call, finalizers included, takes the lock again.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        env = module.ProcgenGym3Env(num=num, **kwargs)
+        lib = env._c_lib
+        for name in dir(lib):
+            getattr(lib, name)
+    finally:
+        if collecting:
+            gc.enable()
+    return _Gym3Batch(to_baselines(env))
 
 
 class ProcgenVecEnv(VecEnv):

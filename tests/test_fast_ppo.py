@@ -12,10 +12,18 @@ import pytest
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
+from torch import nn
 
 from adr_rl import machine
-from adr_rl.extractors import impala_cnn_policy_kwargs
-from adr_rl_app.agents.fast_ppo import NUMERICS, FastPPO, apply_numerics, resolve_numerics
+from adr_rl.extractors import impala_cnn_policy_kwargs, init_baselines_heads
+from adr_rl_app.agents.fast_ppo import (
+    NUMERICS,
+    FastPPO,
+    ProcgenRecipe,
+    apply_numerics,
+    make_procgen_ppo,
+    resolve_numerics,
+)
 
 
 class ImageEnv(gym.Env):
@@ -67,6 +75,44 @@ def test_resolve_numerics_follows_the_cpu(monkeypatch):
     assert resolve_numerics("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="Unknown numerics 'fp16'"):
         resolve_numerics("fp16", "cpu")
+
+
+def _features_rms(model: PPO) -> float:
+    obs = model.policy.obs_to_tensor(_obs(32))[0]
+    with torch.no_grad():
+        return model.policy.extract_features(obs).pow(2).mean().sqrt().item()
+
+
+def test_impala_recipe_keeps_default_init_in_the_cnn_and_baselines_init_in_the_heads():
+    recipe = ProcgenRecipe(num_envs=2, num_steps=16, num_minibatches=2)
+    model = make_procgen_ppo(DummyVecEnv([ImageEnv, ImageEnv]), recipe, numerics="fp32", seed=0)
+    assert model.policy_kwargs["ortho_init"] is False
+    # PyTorch's default conv init: uniform with bound 1/sqrt(fan_in), std 1/sqrt(3 fan_in).
+    for conv in (m for m in model.policy.features_extractor.modules() if isinstance(m, nn.Conv2d)):
+        fan_in = conv.weight[0].numel()
+        assert conv.weight.abs().max() <= 1 / fan_in**0.5
+        assert conv.weight.std().item() == pytest.approx((3 * fan_in) ** -0.5, rel=0.25)
+    pi, vf = model.policy.action_net, model.policy.value_net
+    torch.testing.assert_close(pi.weight @ pi.weight.T, 1e-4 * torch.eye(15), atol=1e-8, rtol=0)
+    assert vf.weight.norm().item() == pytest.approx(1.0, rel=1e-5)
+    assert not pi.bias.any() and not vf.bias.any()
+    # Why: SB3's orthogonal sqrt(2) init blows the residual network's features up.
+    sb3_init = PPO(
+        "CnnPolicy",
+        DummyVecEnv([ImageEnv]),
+        policy_kwargs={**impala_cnn_policy_kwargs(), "ortho_init": True},
+        seed=0,
+        device="cpu",
+    )
+    assert _features_rms(model) < 1.0 < 5.0 < _features_rms(sb3_init)
+
+
+def test_init_baselines_heads_needs_linear_heads():
+    policy = nn.Module()
+    policy.action_net = nn.Sequential(nn.Linear(4, 2))
+    policy.value_net = nn.Linear(4, 1)
+    with pytest.raises(TypeError, match="policy.action_net is Sequential"):
+        init_baselines_heads(policy)
 
 
 def test_machine_info_names_the_cpu():
