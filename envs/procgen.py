@@ -1,9 +1,11 @@
 """Procgen games for Stable-Baselines3 2.x and Gymnasium.
 
-Procgen comes from one of several wheels (:data:`BACKENDS`): ``procgen2`` or
+Procgen comes from one of several wheels (:data:`BACKENDS`): ``procgen``, ``procgen2`` or
 ``procgen-mirror`` (module ``procgen``, built on the old ``gym`` and ``gym3``) or
 ``procgen-gym`` (module ``procgen_gym``, Gymnasium-native, Python >= 3.13); the same C++
-games behind each. This module is the only place that touches them: everything it
+games behind each: same levels, rewards and episode ends for a seed. Frames can differ in
+a pixel or two where the wheels bundle different Qt builds (CoinRun's background under
+``procgen2``/``procgen-mirror``). This module is the only place that touches them: everything it
 returns speaks Gymnasium spaces and SB3's ``VecEnv`` API, so SB3's own wrappers
 (``VecExtractDictObs``, ``VecMonitor``, ``VecTransposeImage``) and PPO work on it
 unchanged.
@@ -105,8 +107,8 @@ def _check_args(env_name: str, distribution_mode: str) -> None:
 
 
 #: Procgen backends, by the module they import, in the order they are tried: ``procgen``
-#: (the ``procgen2`` wheel on CPython 3.11, ``procgen-mirror`` on 3.11/3.12; built on
-#: ``gym``/``gym3``) and ``procgen_gym`` (``procgen-gym`` on CPython >= 3.13, a
+#: (OpenAI's ``procgen`` wheel on CPython 3.10, ``procgen2`` on 3.11, ``procgen-mirror`` on
+#: 3.12; built on ``gym``/``gym3``) and ``procgen_gym`` (``procgen-gym`` on CPython 3.13, a
 #: Gymnasium-native port with no gym dependency). ``pyproject.toml``'s ``procgen`` extra
 #: installs the one that has a wheel for the running Python.
 BACKENDS: tuple[str, ...] = ("procgen", "procgen_gym")
@@ -128,9 +130,19 @@ def procgen_backend() -> str:
             return name
     raise ImportError(
         f"No Procgen backend installed{f' ({forced} forced)' if forced else ''}. Install the "
-        "project's procgen extra (pip install -e '.[procgen]'): it picks procgen2 on Python "
-        "3.11, procgen-mirror on 3.12 and procgen-gym on 3.13+."
+        "project's procgen extra (pip install -e '.[procgen]'): it picks procgen on Python 3.10, "
+        "procgen2 on Python 3.11, procgen-mirror on 3.12 and procgen-gym on 3.13+."
     )
+
+
+def procgen_available() -> bool:
+    """Whether a Procgen backend is installed: lets callers (the tests) skip without one,
+    whichever module the running Python's backend imports."""
+    try:
+        procgen_backend()
+    except ImportError:
+        return False
+    return True
 
 
 class BatchEnv(Protocol):
@@ -171,7 +183,12 @@ class _Gym3Batch:
 
 
 class _GymnasiumBatch:
-    """``procgen_gym.ProcgenVecEnv``: a Gymnasium ``VectorEnv``, infos as arrays."""
+    """``procgen_gym.ProcgenVecEnv``: a Gymnasium ``VectorEnv``, infos as arrays.
+
+    Each env's info is cut from the arrays as NumPy scalars of the C dtypes (``level_seed``
+    int32, ``prev_level_complete`` uint8), as the ``procgen`` backend gives them, so that
+    code reading infos sees the same types on every Python.
+    """
 
     def __init__(self, env: Any) -> None:
         self.env = env
@@ -185,7 +202,7 @@ class _GymnasiumBatch:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         obs, rewards, terminated, truncated, info = self.env.step(actions)
         n = len(rewards)
-        infos = [{k: np.asarray(v)[i].item() for k, v in info.items()} for i in range(n)]
+        infos = [{k: np.asarray(v)[i] for k, v in info.items()} for i in range(n)]
         return obs, rewards, np.logical_or(terminated, truncated), infos
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from adr_rl import ADRConfig, NonReluNetworkError, maximize
 from adr_rl.attack import ObservationAttack
 from adr_rl.online import AttackedPolicy, AttackedVecEnv, AttackStats
+from adr_rl_app.envs.procgen import procgen_available
 from tests.policies import (
     check_invariants,
     constant_lr,
@@ -348,7 +349,8 @@ def test_errors():
 # --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def coinrun_model():
-    pytest.importorskip("procgen")
+    if not procgen_available():
+        pytest.skip("no Procgen backend: install the procgen extra")
     return PPO.load("agents/zoo/ppo_coinrun.zip", device="cpu")
 
 
@@ -424,7 +426,8 @@ def test_attack_stats_count_what_each_call_did():
 # scripts and devices
 # --------------------------------------------------------------------------------------
 def test_attack_procgen_quick_smoke(tmp_path):
-    pytest.importorskip("procgen")
+    if not procgen_available():
+        pytest.skip("no Procgen backend: install the procgen extra")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "adr_rl_app.eval.attack_procgen", "--quick", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

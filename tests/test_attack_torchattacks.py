@@ -17,14 +17,16 @@ import pytest
 import torch
 from torch import nn
 
+from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env, procgen_available
+
 torchattacks = pytest.importorskip("torchattacks")
-pytest.importorskip("procgen")
+if not procgen_available():
+    pytest.skip("no Procgen backend: install the procgen extra", allow_module_level=True)
 
 from stable_baselines3 import PPO  # noqa: E402
 
 from adr_rl.attack import ObservationAttack  # noqa: E402
 from adr_rl.optim.configs import APGDConfig  # noqa: E402
-from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env  # noqa: E402
 
 
 class _UnitLogits(nn.Module):

@@ -5,13 +5,13 @@ installed."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 
@@ -48,8 +48,9 @@ FAKE_PROCGEN_GYM = textwrap.dedent(
             self.t += 1
             done = np.zeros(self.num_envs, dtype=bool)
             done[0] = self.t % 3 == 0
-            info = {"level_seed": np.arange(self.num_envs) + self.start_level,
-                    "prev_level_complete": done.astype(np.int32)}
+            # The real module's info arrays: int32 seeds, uint8 flags, one row per env.
+            info = {"level_seed": (np.arange(self.num_envs) + self.start_level).astype(np.int32),
+                    "prev_level_complete": done.astype(np.uint8)}
             return (self._obs(), np.ones(self.num_envs, np.float32), done,
                     np.zeros(self.num_envs, dtype=bool), info)
 
@@ -60,6 +61,7 @@ FAKE_PROCGEN_GYM = textwrap.dedent(
 
 
 def _extra() -> list[Requirement]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     return [Requirement(r) for r in project["optional-dependencies"]["procgen"]]
 
@@ -67,6 +69,7 @@ def _extra() -> list[Requirement]:
 @pytest.mark.parametrize(
     "python, backend",
     [
+        ("3.10", "procgen"),
         ("3.11", "procgen2"),
         ("3.12", "procgen-mirror"),
         ("3.13", "procgen-gym"),
@@ -111,6 +114,9 @@ def test_forced_backend_is_used_with_the_level_split(fake_procgen_gym):
         obs, rewards, dones, infos = venv.step(np.zeros(3, dtype=np.int64))
         assert rewards.dtype == np.float32 and dones.dtype == bool and len(infos) == 3
         assert [info["level_seed"] for info in infos] == [10_000, 10_001, 10_002]
+        # NumPy scalars of the C dtypes, as the procgen backend gives them.
+        assert all(isinstance(info["level_seed"], np.int32) for info in infos)
+        assert all(isinstance(info["prev_level_complete"], np.uint8) for info in infos)
         returns.extend(info["episode"]["r"] for info in infos if "episode" in info)
     assert dones.tolist() == [True, False, False] and returns == [3.0]
     venv.close()
@@ -130,11 +136,31 @@ def test_missing_backend_says_what_to_install(monkeypatch):
     monkeypatch.setattr(procgen.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r"procgen2 on Python 3.11, procgen-mirror on 3.12"):
         procgen.procgen_backend()
+    assert not procgen.procgen_available()
     monkeypatch.setenv(BACKEND_ENV_VAR, "gym3")
     with pytest.raises(ValueError, match="pick one of"):
         procgen.procgen_backend()
 
 
-def test_installed_backend_is_found():
-    pytest.importorskip("procgen")
-    assert procgen.procgen_backend() == "procgen"
+#: The module that each backend distribution of the extra installs.
+MODULES = {
+    "procgen": "procgen",
+    "procgen2": "procgen",
+    "procgen-mirror": "procgen",
+    "procgen-gym": "procgen_gym",
+}
+
+
+def test_installed_backend_is_the_one_the_extra_picks_for_this_python(monkeypatch):
+    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    if not procgen.procgen_available():
+        pytest.skip("no Procgen backend: install the procgen extra")
+    # The installed project's extra, its markers evaluated for this interpreter as pip did.
+    requires = [Requirement(r) for r in importlib.metadata.requires("adr-rl") or []]
+    (wanted,) = [
+        r
+        for r in requires
+        if r.name.startswith("procgen") and r.marker and r.marker.evaluate({"extra": "procgen"})
+    ]
+    assert wanted.specifier.contains(importlib.metadata.version(wanted.name))
+    assert procgen.procgen_backend() == MODULES[wanted.name]

@@ -1,5 +1,8 @@
 """Tests of envs/procgen.py: SB3 VecEnv checks, the Gymnasium view and the level splits."""
 
+import gc
+import importlib
+
 import gymnasium
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ from gymnasium import spaces
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.vec_env import VecEnv
 
+from adr_rl_app.envs import procgen
 from adr_rl_app.envs.procgen import (
     TRAIN_LEVELS,
     UNSEEN_LEVELS,
@@ -15,10 +19,12 @@ from adr_rl_app.envs.procgen import (
     level_split,
     make_procgen_env,
     make_procgen_vec_env,
+    procgen_available,
 )
 
-# The procgen extra (procgen2 wheel) provides the games.
-pytest.importorskip("procgen")
+# The procgen extra provides the games: module procgen on 3.10-3.12, procgen_gym on 3.13.
+if not procgen_available():
+    pytest.skip("no Procgen backend: install the procgen extra", allow_module_level=True)
 
 GAMES = ["coinrun", "fruitbot"]
 
@@ -52,6 +58,11 @@ def test_vec_env_spaces_and_shapes(game):
         assert rewards.shape == (3,) and rewards.dtype == np.float32
         assert dones.shape == (3,) and dones.dtype == bool
         assert len(infos) == 3 and all(isinstance(info, dict) for info in infos)
+        # The keys and NumPy types the procgen backend gives; procgen_gym is made to match.
+        for info in infos:
+            assert set(info) >= {"level_seed", "prev_level_seed", "prev_level_complete"}
+            assert isinstance(info["level_seed"], np.int32) and info["level_seed"] >= 0
+            assert isinstance(info["prev_level_complete"], np.uint8)
     finally:
         venv.close()
 
@@ -97,6 +108,23 @@ def test_levels_stay_in_split(split):
     _, seeds = _play(venv, 600)
     venv.close()
     assert seeds and all(split.contains(s) for s in seeds)
+
+
+def test_level_and_mode_reach_the_game():
+    """A one-level split fixes the first frame whatever the seed, and the mode changes it:
+    procgen-gym's own default mode is "hard", so a dropped mode would show here."""
+
+    def first_frame(mode: str, seed: int) -> np.ndarray:
+        levels = LevelSplit(5, 1)
+        venv = make_procgen_vec_env("coinrun", 1, distribution_mode=mode, levels=levels, seed=seed)
+        try:
+            return venv.reset()[0]
+        finally:
+            venv.close()
+
+    easy = first_frame("easy", 0)
+    np.testing.assert_array_equal(easy, first_frame("easy", 1))
+    assert not np.array_equal(easy, first_frame("hard", 0))
 
 
 def test_level_splits():
@@ -150,3 +178,26 @@ def test_gymnasium_view_seeding_and_episode_end():
     with pytest.raises(ValueError, match="Discrete"):
         env.step(15)
     env.close()
+
+
+def test_gym3_env_binds_its_c_functions_up_front_with_the_collector_paused(monkeypatch):
+    """A gym3 env binds C functions lazily under cffi's non-reentrant lock; a finalizer of an
+    unclosed env run by the collector inside that lock hung the test suite. So every
+    function is bound while the env is built, with the collector paused and restored."""
+    if procgen.procgen_backend() != "procgen":
+        pytest.skip("the gym3-based backend is not the one installed")
+    paused = []
+    real_init = importlib.import_module("procgen").ProcgenGym3Env.__init__
+
+    def spy(self, *args, **kwargs):
+        paused.append(not gc.isenabled())
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.import_module("procgen").ProcgenGym3Env, "__init__", spy)
+    batch = procgen.make_batch_env("coinrun", 2, "easy", LevelSplit(0, 10), rand_seed=0)
+    try:
+        lib = batch.env.env._c_lib
+        assert paused == [True] and gc.isenabled()
+        assert {"libenv_close", "libenv_act", "libenv_observe"} <= set(vars(lib))
+    finally:
+        batch.close()
