@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot_learning_curve(
         first["curve"]["steps"],
         first["curve"]["returns"],
-        f"{args.game}: training return, " + " vs ".join(labels),
+        f"{args.game}: training return of {len(runs)} runs over OpenAI's",
         out / "curves.png",
         {},
         game=args.game,

@@ -105,8 +105,9 @@ def plot_learning_curve(
                 label=f"OpenAI PPO IMPALA, {split} levels (3 runs, mean and range)",
             )
     ax.plot(steps, returns, color="tab:blue", label=label)
-    for name, (x, y) in (extra_curves or {}).items():
-        ax.plot(x, y, linewidth=1, label=name)
+    colors = ("tab:orange", "black", "tab:brown", "tab:pink", "tab:gray")
+    for i, (name, (x, y)) in enumerate((extra_curves or {}).items()):
+        ax.plot(x, y, linewidth=1, label=name, color=colors[i % len(colors)])
     if test_points:
         xs = [p[0] for p in test_points]
         ys = [p[1] for p in test_points]
