@@ -95,13 +95,14 @@ def summary_table(result: dict[str, Any]) -> str:
     marks = result["marks"]
     head = "| run | " + " | ".join(f"{m / 1e6:g}M" for m in marks) + " |"
     lines = [head, "|---|" + "---|" * len(marks)]
+    curves = openai_curves(result["config"]["game"])
     for run in result["runs"]:
         lines.append(f"| {run['label']} (train) | " + " | ".join(map(_fmt, run["at_marks"])) + " |")
     for split, cells in result["openai"].items():
         row = [
             "" if c is None else f"{c['mean']:.2f} [{c['min']:.2f}, {c['max']:.2f}]" for c in cells
         ]
-        n = len(openai_curves(result["config"]["game"])[split]["runs"])
+        n = len(curves[split]["runs"])
         lines.append(f"| OpenAI ({split}; mean [min, max] of {n}) | " + " | ".join(row) + " |")
     return "\n".join(lines)
 

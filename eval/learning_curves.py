@@ -89,8 +89,9 @@ def plot_learning_curve(
     xmax = max(steps) if steps else 1
     ref_end = x_max if x_max is not None else max(xmax * 1.15, 3e6)
     if game is not None and OPENAI_CURVES.exists():
+        curves = openai_curves(game)
         for split, color in (("train", "tab:green"), ("test", "tab:red")):
-            ref = openai_curves(game).get(split)
+            ref = curves.get(split)
             if ref is None:
                 continue
             keep = ref["steps"] <= ref_end
@@ -102,7 +103,7 @@ def plot_learning_curve(
                 color=color,
                 linewidth=1,
                 linestyle="--",
-                label=f"OpenAI PPO IMPALA, {split} levels (3 runs, mean and range)",
+                label=f"OpenAI PPO IMPALA, {split} levels ({len(r)} runs, mean and range)",
             )
     ax.plot(steps, returns, color="tab:blue", label=label)
     colors = ("tab:orange", "black", "tab:brown", "tab:pink", "tab:gray")
