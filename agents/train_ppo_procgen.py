@@ -23,6 +23,7 @@ Writes under ``runs/<env>__<exp>__<seed>__<time>/``: TensorBoard events and
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import shutil
 import signal
@@ -133,12 +134,30 @@ class StopOnSignalCallback(BaseCallback):
         return not self.stop_requested
 
 
+def make_run_dir(runs_dir: Path, prefix: str) -> Path:
+    """A new, empty ``runs_dir/<prefix>__<unix time>`` folder.
+
+    Two runs started in the same second (say an fp32 and a bf16 twin) must not share a
+    folder: their monitor files and checkpoints would overwrite each other. The later
+    one gets ``-2``, ``-3``, ... appended.
+    """
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    base = f"{prefix}__{int(time.time())}"
+    for n in itertools.count(1):
+        run_dir = runs_dir / (base if n == 1 else f"{base}-{n}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise AssertionError("unreachable")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    run_name = f"{args.env}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = Path(args.runs_dir) / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(Path(args.runs_dir), f"{args.env}__{args.exp_name}__{args.seed}")
+    run_name = run_dir.name
     (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     flags = argv if argv is not None else sys.argv[1:]
     command = " ".join(["python -m adr_rl_app.agents.train_ppo_procgen", *flags])

@@ -165,3 +165,19 @@ def test_sigterm_saves_a_final_checkpoint(tmp_path):
     steps = json.loads((run / "summary.json").read_text())["num_timesteps"]
     assert 64 <= steps < 1_000_000
     assert PPO.load(run / "checkpoints" / "latest.zip").num_timesteps == steps
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
+    from adr_rl_app.agents import train_ppo_procgen
+
+    monkeypatch.setattr(train_ppo_procgen.time, "time", lambda: 1795956956.4)
+    dirs = [
+        train_ppo_procgen.make_run_dir(tmp_path / "runs", "fruitbot__ppo_procgen__1")
+        for _ in range(3)
+    ]
+    assert [d.name for d in dirs] == [
+        "fruitbot__ppo_procgen__1__1795956956",
+        "fruitbot__ppo_procgen__1__1795956956-2",
+        "fruitbot__ppo_procgen__1__1795956956-3",
+    ]
+    assert all(d.is_dir() and not any(d.iterdir()) for d in dirs)

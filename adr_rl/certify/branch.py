@@ -74,7 +74,9 @@ def branch_and_bound(
     :param layers: the networks for this row only (weights with batch dimension 1).
     :param lower: ``(d,)`` float64, finite; ``upper`` likewise.
     :param leaf_unstable: solve a sub-box by MILP once it has at most this many
-        unstable units (all networks together).
+        unstable units (all networks together). Keep it at least ``d``: where ``d``
+        activation boundaries meet, every box around the point keeps ``d`` unstable
+        units however small, so a smaller value can split until the time limit.
     :param incumbent: a known point ``(d,)`` and its value (e.g. a heuristic's).
     :return: status ``"optimal"`` when the search finished (every sub-box pruned or
         solved to the relative gap), ``"time_limit"`` when time ran out first.
