@@ -22,7 +22,6 @@ from torch.nn import functional as F
 from adr_rl import ADRConfig, NonReluNetworkError, maximize
 from adr_rl.attack import ObservationAttack
 from adr_rl.online import AttackedPolicy, AttackedVecEnv, AttackStats
-from adr_rl_app.envs.procgen import procgen_available
 from tests.policies import (
     check_invariants,
     constant_lr,
@@ -349,11 +348,10 @@ def test_errors():
 # --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def coinrun_model():
-    if not procgen_available():
-        pytest.skip("no Procgen backend: install the procgen extra")
     return PPO.load("agents/zoo/ppo_coinrun.zip", device="cpu")
 
 
+@pytest.mark.procgen
 def test_attacked_policy_with_sb3_evaluate_policy_on_procgen(coinrun_model):
     from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
@@ -369,6 +367,7 @@ def test_attacked_policy_with_sb3_evaluate_policy_on_procgen(coinrun_model):
     assert s.steps == s.attacked > 0 and 0 <= s.flipped <= s.attacked and s.seconds > 0
 
 
+@pytest.mark.procgen
 def test_attacked_vec_env_keeps_the_env_clean_and_follows_the_schedule(coinrun_model):
     from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
@@ -425,9 +424,8 @@ def test_attack_stats_count_what_each_call_did():
 # --------------------------------------------------------------------------------------
 # scripts and devices
 # --------------------------------------------------------------------------------------
+@pytest.mark.procgen
 def test_attack_procgen_quick_smoke(tmp_path):
-    if not procgen_available():
-        pytest.skip("no Procgen backend: install the procgen extra")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "adr_rl_app.eval.attack_procgen", "--quick", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

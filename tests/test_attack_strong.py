@@ -25,7 +25,6 @@ from adr_rl import ActionRefiner, maximize, network_evaluations
 from adr_rl.attack import ObservationAttack, WorstCaseAttack, common_objective, dlr_loss
 from adr_rl.online import AttackedPolicy, AttackedVecEnv, AttackStats
 from adr_rl.optim.configs import METHODS, AdamConfig, APGDConfig
-from adr_rl_app.envs.procgen import procgen_available
 from tests.policies import (
     check_invariants,
     constant_lr,
@@ -475,11 +474,10 @@ def test_attack_stats_count_the_ensemble_wins():
 
 @pytest.fixture(scope="module")
 def coinrun_model():
-    if not procgen_available():
-        pytest.skip("no Procgen backend: install the procgen extra")
     return PPO.load("agents/zoo/ppo_coinrun.zip", device="cpu")
 
 
+@pytest.mark.procgen
 def test_worst_case_with_evaluate_policy_on_procgen(coinrun_model):
     from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
@@ -498,6 +496,7 @@ def test_worst_case_with_evaluate_policy_on_procgen(coinrun_model):
     assert sum(s.wins.values()) == s.attacked
 
 
+@pytest.mark.procgen
 def test_worst_case_in_attacked_vec_env_keeps_the_env_clean(coinrun_model):
     from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
@@ -525,9 +524,8 @@ def test_worst_case_in_attacked_vec_env_keeps_the_env_clean(coinrun_model):
 # --------------------------------------------------------------------------------------
 # the evaluation script
 # --------------------------------------------------------------------------------------
+@pytest.mark.procgen
 def test_attack_procgen_quick_reports_the_strong_attacks(tmp_path):
-    if not procgen_available():
-        pytest.skip("no Procgen backend: install the procgen extra")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "adr_rl_app.eval.attack_procgen", "--quick", "--out", str(out)]
     cmd += ["--phases", "flip", "rollout", "--adr-method", "adr_sync", "--modes", "untargeted"]

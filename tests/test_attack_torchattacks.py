@@ -17,11 +17,10 @@ import pytest
 import torch
 from torch import nn
 
-from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env, procgen_available
+from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
 torchattacks = pytest.importorskip("torchattacks")
-if not procgen_available():
-    pytest.skip("no Procgen backend: install the procgen extra", allow_module_level=True)
+pytestmark = pytest.mark.procgen
 
 from stable_baselines3 import PPO  # noqa: E402
 

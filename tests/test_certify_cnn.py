@@ -18,7 +18,6 @@ from adr_rl.certify import (
     cnn_preactivations,
 )
 from adr_rl.extractors import ImpalaCNN
-from adr_rl_app.envs.procgen import procgen_available
 
 TOL = 1e-9
 
@@ -274,14 +273,13 @@ def test_the_module_is_untouched(method):
             assert torch.equal(p, q) and p.grad is None and p.dtype == torch.float32
 
 
+@pytest.mark.procgen
 def test_region_stability_script_smoke(tmp_path):
     """The command end to end on one CoinRun frame (subprocess, tiny budget)."""
     import json
     import subprocess
     import sys
 
-    if not procgen_available():
-        pytest.skip("no Procgen backend: install the procgen extra")
     cmd = [sys.executable, "-m", "adr_rl_app.eval.region_stability", "--quick"]
     cmd += ["--n-obs", "2", "--crown-obs", "1", "--eps", "1", "--out", str(tmp_path)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

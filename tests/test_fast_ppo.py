@@ -24,7 +24,6 @@ from adr_rl_app.agents.fast_ppo import (
     make_procgen_ppo,
     resolve_numerics,
 )
-from adr_rl_app.envs.procgen import procgen_available
 
 
 class ImageEnv(gym.Env):
@@ -202,9 +201,8 @@ def test_numerics_choices_are_documented():
     assert policy.features_extractor.conv_seqs[0].conv.weight.is_contiguous()
 
 
+@pytest.mark.procgen
 def test_bench_train_procgen_smoke(tmp_path):
-    if not procgen_available():
-        pytest.skip("no Procgen backend: install the procgen extra")
     from adr_rl_app.eval import bench_train_procgen
 
     result = bench_train_procgen.main(

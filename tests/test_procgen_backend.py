@@ -151,10 +151,9 @@ MODULES = {
 }
 
 
+@pytest.mark.procgen
 def test_installed_backend_is_the_one_the_extra_picks_for_this_python(monkeypatch):
     monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
-    if not procgen.procgen_available():
-        pytest.skip("no Procgen backend: install the procgen extra")
     # The installed project's extra, its markers evaluated for this interpreter as pip did.
     requires = [Requirement(r) for r in importlib.metadata.requires("adr-rl") or []]
     (wanted,) = [

@@ -19,12 +19,10 @@ from adr_rl_app.envs.procgen import (
     level_split,
     make_procgen_env,
     make_procgen_vec_env,
-    procgen_available,
 )
 
 # The procgen extra provides the games: module procgen on 3.10-3.12, procgen_gym on 3.13.
-if not procgen_available():
-    pytest.skip("no Procgen backend: install the procgen extra", allow_module_level=True)
+pytestmark = pytest.mark.procgen
 
 GAMES = ["coinrun", "fruitbot"]
 

@@ -3,14 +3,13 @@
 import numpy as np
 import pytest
 
-from adr_rl_app.envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS, LevelSplit, procgen_available
+from adr_rl_app.envs.procgen import TRAIN_LEVELS, UNSEEN_LEVELS, LevelSplit
 from adr_rl_app.eval.episodes import episode_quotas
 from adr_rl_app.eval.procgen_rollouts import RandomPolicy, RolloutResult, rollout, summarize
 from adr_rl_app.eval.stats import bootstrap_mean_ci
 
 # The procgen extra provides the games: module procgen on 3.10-3.12, procgen_gym on 3.13.
-if not procgen_available():
-    pytest.skip("no Procgen backend: install the procgen extra", allow_module_level=True)
+pytestmark = pytest.mark.procgen
 
 
 class FirstActionPolicy:

@@ -12,11 +12,9 @@ from stable_baselines3.common.torch_layers import NatureCNN
 
 from adr_rl.extractors import ImpalaCNN
 from adr_rl_app.agents.train_ppo_procgen import Args, parse_args
-from adr_rl_app.envs.procgen import procgen_available
 
 # The procgen extra provides the games: module procgen on 3.10-3.12, procgen_gym on 3.13.
-if not procgen_available():
-    pytest.skip("no Procgen backend: install the procgen extra", allow_module_level=True)
+pytestmark = pytest.mark.procgen
 
 TINY = [
     "--num-envs",

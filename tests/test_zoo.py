@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from stable_baselines3 import PPO
 
-from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env, procgen_available
+from adr_rl_app.envs.procgen import UNSEEN_LEVELS, make_procgen_vec_env
 
 # The procgen extra provides the games: module procgen on 3.10-3.12, procgen_gym on 3.13.
-if not procgen_available():
-    pytest.skip("no Procgen backend: install the procgen extra", allow_module_level=True)
+pytestmark = pytest.mark.procgen
 
 ZOO = Path(__file__).resolve().parents[1] / "agents" / "zoo"
 
