@@ -29,8 +29,6 @@ from adr_rl_app.eval.errors import UserError
 SEGMENT_FILES = ("progress.csv", "args.json", "command.txt", "machine.json", "summary.json")
 #: The checkpoint files ``LatestCheckpointCallback`` writes (stem ``latest``).
 CHECKPOINT_FILES = ("latest.zip", "latest_vecnormalize.pkl", "latest.json")
-#: How the curve's title spells a game.
-GAME_TITLES = {"coinrun": "CoinRun", "fruitbot": "FruitBot"}
 
 
 @dataclass
@@ -111,7 +109,7 @@ def evaluate_checkpoint(dest: Path, episodes: int, seed: int) -> dict[str, objec
 def draw_curve(dest: Path, title: str = "") -> Path:
     """Redraw ``dest/learning_curve.png`` from every segment's ``progress.csv``, over
     OpenAI's curves, with the unseen-level evaluations as points."""
-    from adr_rl_app.eval.learning_curves import plot_learning_curve, read_progress
+    from adr_rl_app.eval.learning_curves import GAME_TITLES, plot_learning_curve, read_progress
 
     args = training_args(dest)
     segments = sorted(str(p) for p in (dest / "segments").iterdir() if p.is_dir())

@@ -27,7 +27,12 @@ import numpy as np
 
 from adr_rl_app.eval import cli
 from adr_rl_app.eval.errors import UserError
-from adr_rl_app.eval.learning_curves import openai_curves, plot_learning_curve, read_progress
+from adr_rl_app.eval.learning_curves import (
+    GAME_TITLES,
+    openai_curves,
+    plot_learning_curve,
+    read_progress,
+)
 from adr_rl_app.eval.runs import finish, output_dir, write_results
 
 
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot_learning_curve(
         first["curve"]["steps"],
         first["curve"]["returns"],
-        f"{args.game}: training return of {len(runs)} runs over OpenAI's",
+        f"{GAME_TITLES.get(args.game, args.game)}: training return of {len(runs)} runs "
+        "over OpenAI's",
         out / "curves.png",
         {},
         game=args.game,

@@ -17,6 +17,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+#: How titles and legends spell a Procgen game.
+GAME_TITLES = {"coinrun": "CoinRun", "fruitbot": "FruitBot"}
+
 
 def read_progress(run_dirs: list[str]) -> tuple[list[int], list[float], float]:
     """Learning curve from SB3 ``progress.csv`` files of consecutive (resumed) runs.
