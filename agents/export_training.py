@@ -91,19 +91,16 @@ def evaluate_checkpoint(dest: Path, episodes: int, seed: int) -> dict[str, objec
     """Mean return of ``dest/latest.zip`` (plain fp32 ``PPO``, sampled actions) on
     unseen levels, with its bootstrap CI: what ``eval.rollout --split unseen`` prints for
     the same seed."""
-    from stable_baselines3.common.utils import set_random_seed
-
     from adr_rl_app.envs.procgen import UNSEEN_LEVELS
-    from adr_rl_app.eval.loading import ON_PROCGEN, load_model
-    from adr_rl_app.eval.procgen_rollouts import rollout, summarize
+    from adr_rl_app.eval.procgen_rollouts import evaluate_model
 
     game = str(training_args(dest)["env"])
     steps = json.loads((dest / "latest.json").read_text())["num_timesteps"]
-    set_random_seed(seed)
-    policy = load_model(str(dest / "latest.zip"), ON_PROCGEN, purpose="evaluation supports")
-    result = rollout(policy, game, episodes, levels=UNSEEN_LEVELS, seed=seed)
+    _, summary = evaluate_model(
+        str(dest / "latest.zip"), game, episodes, levels=UNSEEN_LEVELS, seed=seed
+    )
     entry = {"num_timesteps": steps, "split": "unseen", "episodes": episodes, "seed": seed}
-    return {**entry, **summarize(result, seed=seed)}
+    return {**entry, **summary}
 
 
 def draw_curve(dest: Path, title: str = "") -> Path:

@@ -150,3 +150,38 @@ def rollout(
 def summarize(result: RolloutResult, seed: int = 0) -> dict[str, float | int]:
     """The return metric (:func:`~adr_rl_app.eval.stats.return_summary`) of a rollout."""
     return return_summary(result.returns, result.lengths, seed=seed)
+
+
+def evaluate_model(
+    model: str,
+    env_name: str,
+    n_episodes: int,
+    *,
+    levels: LevelSplit,
+    n_envs: int = 16,
+    seed: int = 0,
+    deterministic: bool = False,
+) -> tuple[RolloutResult, dict[str, float | int]]:
+    """Seed, load an SB3 model file (empty: a uniformly random policy), play it and
+    summarize: what ``eval.rollout`` prints and a training export records. The seed is
+    set before loading because building the policy draws from torch's generator."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    from adr_rl_app.eval.loading import ON_PROCGEN, load_model
+
+    set_random_seed(seed)
+    policy: PredictPolicy = (
+        load_model(model, ON_PROCGEN, purpose="rollouts support")
+        if model
+        else RandomPolicy(seed=seed)
+    )
+    result = rollout(
+        policy,
+        env_name,
+        n_episodes,
+        levels=levels,
+        n_envs=n_envs,
+        seed=seed,
+        deterministic=deterministic,
+    )
+    return result, summarize(result, seed=seed)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from adr_rl_app.envs.procgen import level_split
 from adr_rl_app.eval import cli
-from adr_rl_app.eval.procgen_rollouts import PredictPolicy, RandomPolicy, rollout, summarize
+from adr_rl_app.eval.procgen_rollouts import evaluate_model
 from adr_rl_app.eval.runs import write_results
 
 
@@ -49,19 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     args = cli.parse_args(Args, "Roll out an SB3 policy on a Procgen game.", argv)
 
     import torch
-    from stable_baselines3.common.utils import set_random_seed
-
-    from adr_rl_app.eval.loading import ON_PROCGEN, load_model
 
     torch.set_num_threads(args.threads)
-    set_random_seed(args.seed)
-    policy: PredictPolicy = (
-        load_model(args.model, ON_PROCGEN, purpose="rollouts support")
-        if args.model
-        else RandomPolicy(seed=args.seed)
-    )
-    result = rollout(
-        policy,
+    result, stats = evaluate_model(
+        args.model,
         args.env,
         args.n_episodes,
         levels=level_split(args.split),
@@ -69,7 +60,6 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         deterministic=args.deterministic,
     )
-    stats = summarize(result, seed=args.seed)
     print(
         f"{args.env} {args.split}: mean return {stats['mean_return']:.2f} "
         f"[{stats['ci95_low']:.2f}, {stats['ci95_high']:.2f}] over {stats['n_episodes']} "
