@@ -36,6 +36,7 @@ attacks on the fixed observations, and a smoke run under runs/::
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -59,6 +60,7 @@ from adr_rl.attack import (  # noqa: E402
 )
 from adr_rl_app.envs.procgen import UNSEEN_LEVELS, LevelSplit  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
+from adr_rl_app.eval.errors import UserError  # noqa: E402
 from adr_rl_app.eval.loading import load_model, zoo_path  # noqa: E402
 from adr_rl_app.eval.procgen_attacks import (  # noqa: E402
     ATTACK_NAMES,
@@ -146,6 +148,10 @@ class Args:
     """observations per attack call in the flip and tune phases"""
     threads: int = 1
     """torch.set_num_threads"""
+    resume: bool = True
+    """rollout phase: keep the settings that --out's rollout.json already holds (same
+    policies and rollout settings; anything else is an error) and run only the rest, so a
+    grid can span several sessions; --no-resume starts over"""
     out: str = "results/attack_procgen"
     """output folder (flip results also go here)"""
     quick: bool = False
@@ -553,6 +559,36 @@ def print_flip(summary: list[dict[str, Any]]) -> None:
         )
 
 
+def policy_identity(game: str) -> dict[str, str]:
+    """The shipped policy's file name and SHA-256, so results on another policy are never
+    mixed into a resumed grid."""
+    path = zoo_path(f"ppo_{game}")
+    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def resumable_report(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
+    """``fresh`` with the finished rows of ``path`` (an earlier run into the same folder).
+
+    Every setting that decides a row's numbers must match; a different policy, seed list,
+    episode count, cap or ADR variant is an error that names the difference, never a
+    silently mixed table."""
+    if not path.exists():
+        return fresh
+    old = json.loads(path.read_text())
+    keys = [k for k in fresh if k not in ("games", "policies")]
+    diffs = [f"{k}: {old.get(k)!r} there, {fresh[k]!r} now" for k in keys if old.get(k) != fresh[k]]
+    for game in old.get("games", {}):
+        then, now = old.get("policies", {}).get(game), fresh["policies"].get(game)
+        if now is not None and then != now:
+            diffs.append(f"policy of {game}: {then!r} there, {now!r} now")
+    if diffs:
+        raise UserError(
+            f"{path} holds rollouts measured differently ({'; '.join(diffs)}); "
+            "pass another --out, or --no-resume to start over"
+        )
+    return {**fresh, "games": old["games"], "policies": {**old["policies"], **fresh["policies"]}}
+
+
 def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
     per_seed = max(1, args.episodes // len(args.seeds))
     members = ensemble_members(args, adr_variant)
@@ -568,12 +604,22 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
         "adr_variant": adr_variant,
         "ensemble": members,
         "episodes_per_seed": per_seed,
+        "seeds": list(args.seeds),
+        "n_envs": args.n_envs,
+        "max_episode_steps": args.max_episode_steps,
+        "policies": {game: policy_identity(game) for game in args.games},
         "games": {},
     }
+    if args.resume:
+        report = resumable_report(out / "rollout.json", report)
     for game in args.games:
         model = shipped_policy(game)
-        rows = []
-        for method, mode, eps, steps in tqdm(settings, desc=f"rollout {game}"):
+        rows = list(report["games"].get(game, []))
+        done = {(r["method"], r["mode"], r["eps"], r["steps"]) for r in rows}
+        todo = [s for s in settings if s not in done]
+        if len(todo) < len(settings):
+            tqdm.write(f"{game}: {len(settings) - len(todo)} settings already in rollout.json")
+        for method, mode, eps, steps in tqdm(todo, desc=f"rollout {game}"):
             runs = []
             for seed in args.seeds:
                 attack = None

@@ -32,6 +32,7 @@ from adr_rl_app.eval.learning_curves import (
     openai_curves,
     plot_learning_curve,
     read_progress,
+    reference_at_marks,
 )
 from adr_rl_app.eval.runs import finish, output_dir, write_results
 
@@ -72,23 +73,6 @@ def at_marks(
         reached = steps.size > 0 and steps.max() >= mark
         out.append(float(values[inside].mean()) if reached and inside.any() else None)
     return out
-
-
-def reference_at_marks(game: str, marks: list[int]) -> dict[str, Any]:
-    """OpenAI's runs per split at the marks: mean, min and max over their runs, each run
-    interpolated linearly between its log points (every 262,144 steps)."""
-    table: dict[str, Any] = {}
-    for split, ref in openai_curves(game).items():
-        steps = ref["steps"]
-        cells: list[dict[str, float] | None] = []
-        for mark in marks:
-            if not steps.size or not steps.min() <= mark <= steps.max():
-                cells.append(None)
-                continue
-            vals = [float(np.interp(mark, steps, run)) for run in ref["runs"]]
-            cells.append({"mean": float(np.mean(vals)), "min": min(vals), "max": max(vals)})
-        table[split] = cells
-    return table
 
 
 def _fmt(value: float | None) -> str:

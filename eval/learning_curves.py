@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -70,6 +71,23 @@ def openai_curves(game: str, path: Path = OPENAI_CURVES) -> dict[str, dict[str, 
             "runs": np.array([[c[t] for t in steps] for c in by_run.values()]),
         }
     return out
+
+
+def reference_at_marks(game: str, marks: list[int]) -> dict[str, Any]:
+    """OpenAI's runs per split at the marks: mean, min and max over their runs, each run
+    interpolated linearly between its log points (every 262,144 steps)."""
+    table: dict[str, Any] = {}
+    for split, ref in openai_curves(game).items():
+        steps = ref["steps"]
+        cells: list[dict[str, float] | None] = []
+        for mark in marks:
+            if not steps.size or not steps.min() <= mark <= steps.max():
+                cells.append(None)
+                continue
+            vals = [float(np.interp(mark, steps, run)) for run in ref["runs"]]
+            cells.append({"mean": float(np.mean(vals)), "min": min(vals), "max": max(vals)})
+        table[split] = cells
+    return table
 
 
 def plot_learning_curve(

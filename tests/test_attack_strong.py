@@ -548,3 +548,47 @@ def test_attack_procgen_quick_reports_the_strong_attacks(tmp_path):
     assert list(ens["wins"]) == members
     assert sum(ens["wins"].values()) == ens["attacked_obs"] > 0
     assert rows["pgd"]["wins"] is None and ens["attack_ms_per_obs"] > 0
+
+
+@pytest.mark.procgen
+def test_attack_procgen_rollout_resumes_and_refuses_other_settings(tmp_path):
+    from adr_rl_app.eval import attack_procgen
+    from adr_rl_app.eval.errors import UserError
+
+    out = tmp_path / "run"
+    argv = ["--quick", "--out", str(out), "--phases", "rollout", "--adr-method", "adr_sync"]
+    argv += ["--modes", "untargeted", "--methods", "none", "fgsm"]
+    attack_procgen.main(argv)
+    first = json.loads((out / "rollout.json").read_text())
+    assert [r["method"] for r in first["games"]["coinrun"]] == ["none", "fgsm"]
+    assert first["policies"]["coinrun"]["file"] == "ppo_coinrun.zip"
+    # The same grid plus one setting: the finished rows are kept as they are.
+    attack_procgen.main([*argv, "random"])
+    second = json.loads((out / "rollout.json").read_text())
+    rows = second["games"]["coinrun"]
+    assert [r["method"] for r in rows] == ["none", "fgsm", "random"]
+    assert rows[:2] == first["games"]["coinrun"]
+    # Another ADR variant would mix two measurements in one table.
+    with pytest.raises(UserError, match="adr_variant: 'adr_sync' there, 'adr' now"):
+        attack_procgen.main([*argv, "--adr-method", "adr"])
+    attack_procgen.main([*argv, "--adr-method", "adr", "--no-resume"])
+    fresh = json.loads((out / "rollout.json").read_text())
+    assert fresh["adr_variant"] == "adr" and len(fresh["games"]["coinrun"]) == 2
+
+
+def test_resumed_rollouts_refuse_another_policy(tmp_path):
+    from adr_rl_app.eval.attack_procgen import resumable_report
+    from adr_rl_app.eval.errors import UserError
+
+    fresh = {"seeds": [0], "policies": {"fruitbot": {"sha256": "new"}}, "games": {}}
+    path = tmp_path / "rollout.json"
+    assert resumable_report(path, fresh) is fresh  # nothing to resume
+    old = {**fresh, "policies": {"fruitbot": {"sha256": "old"}}, "games": {"fruitbot": [{}]}}
+    path.write_text(json.dumps(old))
+    with pytest.raises(UserError, match="policy of fruitbot"):
+        resumable_report(path, fresh)
+    # Rows of a game this run does not play are kept with their own policy.
+    other = {**fresh, "policies": {"coinrun": {"sha256": "c"}}}
+    merged = resumable_report(path, other)
+    assert merged["games"] == {"fruitbot": [{}]}
+    assert merged["policies"] == {"fruitbot": {"sha256": "old"}, "coinrun": {"sha256": "c"}}

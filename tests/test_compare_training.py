@@ -9,7 +9,7 @@ import pytest
 
 from adr_rl_app.eval import compare_training
 from adr_rl_app.eval.errors import UserError
-from adr_rl_app.eval.learning_curves import openai_curves
+from adr_rl_app.eval.learning_curves import openai_curves, reference_at_marks
 
 
 def _tracked_run(root, name, segments):
@@ -34,12 +34,12 @@ def test_at_marks_averages_the_window_and_never_extrapolates():
 def test_reference_interpolates_each_run_between_its_log_points():
     ref = openai_curves("fruitbot")["train"]
     mark = int((ref["steps"][1] + ref["steps"][2]) // 2)
-    cell = compare_training.reference_at_marks("fruitbot", [mark])["train"][0]
+    cell = reference_at_marks("fruitbot", [mark])["train"][0]
     expected = [np.interp(mark, ref["steps"], run) for run in ref["runs"]]
     assert cell["mean"] == pytest.approx(np.mean(expected))
     assert cell["min"] == pytest.approx(min(expected))
     assert cell["max"] == pytest.approx(max(expected)) and cell["min"] < cell["max"]
-    beyond = compare_training.reference_at_marks("fruitbot", [10**12])
+    beyond = reference_at_marks("fruitbot", [10**12])
     assert beyond["train"] == [None] and beyond["test"] == [None]
 
 
