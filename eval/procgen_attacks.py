@@ -32,6 +32,10 @@ STRONG_ATTACKS: dict[str, tuple[str, str]] = {
 ATTACK_NAMES = ("random", "fgsm", "pgd", "adr", "adr_sync", *STRONG_ATTACKS, "ensemble")
 
 
+#: Precisions of the attacks' search (``make_attack``'s ``autocast``).
+AUTOCAST = ("none", "bf16")
+
+
 def make_attack(
     model: PPO,
     name: str,
@@ -41,14 +45,23 @@ def make_attack(
     seed: int,
     members: Sequence[str] = (),
     config: Any = None,
+    autocast: str = "none",
 ) -> Attack:
     """The attack ``name`` (module docstring); ``members``: the ensemble's names, with 'adr'
-    already resolved to a variant."""
+    already resolved to a variant; ``autocast``: ``"none"`` or ``"bf16"`` (the search's
+    forward and backward passes in bf16, ``ObservationAttack(autocast=...)``)."""
+    import torch
+
     from adr_rl.attack import ObservationAttack, WorstCaseAttack
 
+    if autocast not in AUTOCAST:
+        raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)}, got {autocast!r}")
     if name == "ensemble":
         return WorstCaseAttack(
-            [make_attack(model, m, eps, steps, targeted, seed, config=config) for m in members]
+            [
+                make_attack(model, m, eps, steps, targeted, seed, config=config, autocast=autocast)
+                for m in members
+            ]
         )
     method, loss = STRONG_ATTACKS.get(name, (name, None))
     return ObservationAttack(
@@ -60,6 +73,7 @@ def make_attack(
         targeted=targeted,
         seed=seed,
         config=config,
+        autocast=torch.bfloat16 if autocast == "bf16" else None,
     )
 
 

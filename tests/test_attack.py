@@ -344,6 +344,68 @@ def test_errors():
 
 
 # --------------------------------------------------------------------------------------
+# the search in bf16 (autocast)
+# --------------------------------------------------------------------------------------
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 4),
+    eps=st.floats(0.0, 40.0),
+    method=st.sampled_from([*METHODS, "apgd"]),
+    targeted=st.booleans(),
+    integer=st.booleans(),
+)
+def test_autocast_keeps_every_invariant_property(seed, n, eps, method, targeted, integer):
+    policy = impala_policy(seed=seed % 7)
+    obs = images(n, seed=seed)
+    if not integer:
+        obs = obs.astype(np.float32)
+    attack = ObservationAttack(
+        policy,
+        eps=eps,
+        steps=3,
+        method=method,
+        targeted=targeted,
+        seed=seed,
+        autocast=torch.bfloat16,
+    )
+    res = attack.perturb(obs)
+    check_invariants(obs, res.obs, eps)
+    assert np.array_equal(res.obs, np.round(res.obs))  # the uint8 space rounds floats too
+    # Only the search ran in bf16: what is reported is the float32 policy's own verdict on
+    # what is returned, and never worse than the clean observation.
+    assert (res.objective >= res.clean_objective).all()
+    with torch.no_grad():
+        obs_t, _ = policy.obs_to_tensor(res.obs)
+        logits = policy.get_distribution(obs_t).distribution.logits
+    assert logits.dtype == torch.float32
+    np.testing.assert_array_equal(res.adv_actions, logits.argmax(1).numpy())
+
+
+@pytest.mark.parametrize("method", ["pgd", "adr_sync", "apgd"])
+def test_autocast_flips_actions_and_leaves_the_model_alone(method):
+    policy = impala_policy(seed=5)
+    policy.set_training_mode(True)
+    before = _snapshot(policy)
+    obs = images(32, seed=5)
+    res = ObservationAttack(
+        policy, eps=32, steps=10, method=method, autocast=torch.bfloat16
+    ).perturb(obs)
+    assert res.flipped.mean() > 0.2
+    _assert_same(before, _snapshot(policy))
+    assert all(p.dtype == torch.float32 for p in policy.parameters())
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_autocast_errors():
+    policy = impala_policy()
+    with pytest.raises(ValueError, match="autocast must be None, torch.bfloat16"):
+        ObservationAttack(policy, eps=1, autocast=torch.float32)
+    with pytest.raises(ValueError, match="compile=True and autocast"):
+        ObservationAttack(policy, eps=1, method="pgd", compile=True, autocast=torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------
 # online wrappers on Procgen
 # --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")

@@ -347,8 +347,10 @@ def test_value_attack_lowers_v_on_a_tiny_actor_critic():
         with torch.no_grad():
             return policy.predict_values(torch.as_tensor(o)).squeeze(1).numpy()
 
-    for method in ("pgd", "apgd"):
-        res = ObservationAttack(policy, eps=0.2, steps=10, method=method, loss="value").perturb(obs)
+    for method, autocast in (("pgd", None), ("apgd", None), ("apgd", torch.bfloat16)):
+        res = ObservationAttack(
+            policy, eps=0.2, steps=10, method=method, loss="value", autocast=autocast
+        ).perturb(obs)
         assert np.all(np.abs(res.obs - obs) <= 0.2 + 1e-6)
         v_clean, v_adv = v(obs), v(res.obs)
         np.testing.assert_allclose(res.clean_objective, -v_clean, atol=1e-5)

@@ -174,6 +174,10 @@ class _GateState:
 
     def site(self, i: int, z: torch.Tensor) -> torch.Tensor:
         """The surrogate's output at site ``i`` (a :data:`SiteFn`); records its violation."""
+        if z.dtype != self.s[i].dtype:
+            # Under autocast the pre-activations come in low precision; the gates, their
+            # buffers and the consistency term stay in the iterate's dtype.
+            z = z.to(self.s[i].dtype)
         out, violation = _GatedSite.apply(z, i, self)
         self.violations.append(violation)
         return cast(torch.Tensor, out)
