@@ -114,6 +114,10 @@ USER_ERRORS = {
     "not procgen": (["attack", TD3, "--game", "coinrun"], "holds a TD3 agent"),
     "negative eps": (["attack", PPO, "--game", "coinrun", "--eps", "-1"], "--eps must be >= 0"),
     "unknown game": (["attack", PPO, "--game", "pong"], "not a Procgen game"),
+    "unknown autocast": (
+        ["attack", PPO, "--game", "coinrun", "--autocast", "fp8"],
+        "--autocast takes none or bf16, got 'fp8'",
+    ),
     "unknown method": (["refine", TD3, "--env", "Pendulum-v1", "--method", "sgd"], "unknown"),
     "compile with cem": (
         ["refine", TD3, "--env", "Pendulum-v1", "--method", "cem", "--compile"],
