@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -221,7 +222,10 @@ class _GatedSite(torch.autograd.Function):
         cfg = state.cfg
         s = state.s[i]
         out = s * z
-        ctx.i, ctx.state = i, state
+        # A weak reference: the state holds this pass's violation tensors, whose grad_fn
+        # holds this ctx, a cycle through autograd's C++ nodes that Python's collector
+        # cannot see, so a strong one would keep every run's buffers alive.
+        ctx.i, ctx.state = i, weakref.ref(state)
         if not cfg.use_constraint:
             # C only feeds the multiplier c, which only matters inside the constraint term.
             ctx.save_for_backward(s, z)
@@ -246,7 +250,9 @@ class _GatedSite(torch.autograd.Function):
         ctx: Any, grad_out: torch.Tensor, grad_violation: torch.Tensor
     ) -> tuple[torch.Tensor, None, None]:
         s, z = ctx.saved_tensors
-        state: _GateState = ctx.state
+        state = ctx.state()
+        if state is None:
+            raise RuntimeError("ADR's gate state was freed before the backward pass")
         units, i, cfg = state.units, ctx.i, state.cfg
         # dL/dz, allocated in the site's layout so that its flat view below is a view.
         grad_z = torch.mul(grad_out, s, out=state.buffer(state.grad_z, i, z))
