@@ -570,9 +570,11 @@ def test_attack_procgen_rollout_resumes_and_refuses_other_settings(tmp_path):
     rows = second["games"]["coinrun"]
     assert [r["method"] for r in rows] == ["none", "fgsm", "random"]
     assert rows[:2] == first["games"]["coinrun"]
-    # Another ADR variant would mix two measurements in one table.
+    # Another ADR variant or precision would mix two measurements in one table.
     with pytest.raises(UserError, match="adr_variant: 'adr_sync' there, 'adr' now"):
         attack_procgen.main([*argv, "--adr-method", "adr"])
+    with pytest.raises(UserError, match="autocast: 'none' there, 'bf16' now"):
+        attack_procgen.main([*argv, "--autocast", "bf16"])
     attack_procgen.main([*argv, "--adr-method", "adr", "--no-resume"])
     fresh = json.loads((out / "rollout.json").read_text())
     assert fresh["adr_variant"] == "adr" and len(fresh["games"]["coinrun"]) == 2
