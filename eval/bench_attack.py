@@ -13,6 +13,10 @@ input), which bound the ratio from below: ADR needs one of each, PGD only the se
     python -m adr_rl_app.eval.bench_attack --device cuda    # on a GPU
     python -m adr_rl_app.eval.bench_attack --quick          # smoke run, under runs/
     python -m adr_rl_app.eval.bench_attack --compile        # the same with compile=True
+    python -m adr_rl_app.eval.bench_attack --autocast none bf16  # float32 vs bf16 search
+
+With ``--autocast none bf16`` every method is timed in both precisions in the same
+rounds, and the bf16 speed-up per method is the ratio within the run.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tqdm import tqdm
 
 from adr_rl.attack import ObservationAttack
 from adr_rl.extractors import impala_cnn_policy_kwargs
+from adr_rl.machine import cpu_model, machine_info, native_bf16
 from adr_rl.surrogate import ReluSurrogate
 from adr_rl_app.eval import cli
 from adr_rl_app.eval.runs import write_results
@@ -62,6 +67,9 @@ class Args:
     compile: bool = False
     """time every method with compile=True (compiling calls excluded); output then goes
     to <out>/compiled unless --out is given"""
+    autocast: list[str] = field(default_factory=lambda: ["none"])
+    """precisions of the search to time (none, bf16: ObservationAttack(autocast=bf16));
+    with bf16, output goes to <out>/autocast unless --out is given"""
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -72,7 +80,18 @@ def parse_args(argv: list[str] | None = None) -> Args:
             args.out = "runs/bench_attack_quick"
     if args.compile and args.out == Args.out:
         args.out = f"{Args.out}/compiled"
+    if "bf16" in args.autocast and args.out == Args.out:
+        args.out = f"{Args.out}/autocast"
+    if not args.autocast or set(args.autocast) - {"none", "bf16"}:
+        raise SystemExit(f"--autocast takes none and/or bf16, got {args.autocast}")
+    if args.compile and "bf16" in args.autocast:
+        raise SystemExit("--compile and --autocast bf16 do not go together")
     return args
+
+
+def variant(method: str, autocast: str) -> str:
+    """The name a method is reported under: ``pgd``, or ``pgd+bf16``."""
+    return method if autocast == "none" else f"{method}+{autocast}"
 
 
 def build_policy(device: str) -> ActorCriticCnnPolicy:
@@ -130,10 +149,18 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     policy = build_policy(args.device)
     obs = np.random.default_rng(0).integers(0, 256, (args.batch, 64, 64, 3), dtype=np.uint8)
+    names = [variant(m, ac) for ac in args.autocast for m in args.methods]
     attacks = {
-        (m, s): ObservationAttack(
-            policy, eps=args.eps, steps=s, method=m, seed=0, compile=args.compile
+        (variant(m, ac), s): ObservationAttack(
+            policy,
+            eps=args.eps,
+            steps=s,
+            method=m,
+            seed=0,
+            compile=args.compile,
+            autocast=torch.bfloat16 if ac == "bf16" else None,
         )
+        for ac in args.autocast
         for m in args.methods
         for s in (args.steps_lo, args.steps_hi)
     }
@@ -147,13 +174,23 @@ def main(argv: list[str] | None = None) -> None:
     per_iter = {
         m: (med[f"{m}@{args.steps_hi}"] - med[f"{m}@{args.steps_lo}"])
         / (args.steps_hi - args.steps_lo)
-        for m in args.methods
+        for m in names
     }
     passes = pass_times(policy, obs, args.device)
     bound = (passes["forward_nograd_s"] + passes["forward_backward_s"]) / passes[
         "forward_backward_s"
     ]
-    ratios = {m: per_iter[m] / per_iter["pgd"] for m in args.methods if m != "pgd"}
+    ratios = {
+        variant(m, ac): per_iter[variant(m, ac)] / per_iter[variant("pgd", ac)]
+        for ac in args.autocast
+        for m in args.methods
+        if m != "pgd" and variant("pgd", ac) in per_iter
+    }
+    bf16_speedup = (
+        {m: per_iter[m] / per_iter[variant(m, "bf16")] for m in args.methods}
+        if {"none", "bf16"} <= set(args.autocast)
+        else {}
+    )
     results = {
         "config": dataclasses.asdict(args),
         "machine": {
@@ -161,12 +198,14 @@ def main(argv: list[str] | None = None) -> None:
             "torch": torch.__version__,
             "threads": args.threads,
             "cuda": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+            **machine_info(),
         },
         "policy": "SB3 ActorCriticCnnPolicy, IMPALA CNN (16, 32, 32), 256 features, random init",
         "call_seconds": times,
         "median_call_seconds": med,
         "seconds_per_iteration": per_iter,
         "ratio_to_pgd": ratios,
+        "bf16_speedup": bf16_speedup,
         "passes": passes,
         "ratio_lower_bound_extra_forward": bound,
         "target_ratio": 1.5,
@@ -176,11 +215,13 @@ def main(argv: list[str] | None = None) -> None:
     write_results(out / "results.json", results)
     compiled = ", compile=True" if args.compile else ""
     print(f"{args.device}, IMPALA PPO policy, batch {args.batch}, eps {args.eps:g}{compiled}")
-    print("| method | ms per iteration | ratio to PGD |")
-    print("|---|---|---|")
-    for m in args.methods:
+    print(f"CPU: {cpu_model()}, native bf16: {native_bf16()}, {args.threads} thread(s)")
+    print("| method | ms per iteration | ratio to PGD (same precision) | bf16 speed-up |")
+    print("|---|---|---|---|")
+    for m in names:
         r = f"{ratios[m]:.2f}x" if m in ratios else "1.00x"
-        print(f"| {m} | {1e3 * per_iter[m]:.1f} | {r} |")
+        up = f"{bf16_speedup[m]:.2f}x" if m in bf16_speedup else "-"
+        print(f"| {m} | {1e3 * per_iter[m]:.1f} | {r} | {up} |")
     print(
         f"passes: forward (no graph) {1e3 * passes['forward_nograd_s']:.1f} ms, forward + "
         f"backward {1e3 * passes['forward_backward_s']:.1f} ms; ADR's extra real forward alone "
