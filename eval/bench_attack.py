@@ -39,6 +39,7 @@ from adr_rl.extractors import impala_cnn_policy_kwargs
 from adr_rl.machine import cpu_model, machine_info, native_bf16
 from adr_rl.surrogate import ReluSurrogate
 from adr_rl_app.eval import cli
+from adr_rl_app.eval.procgen_attacks import AUTOCAST, autocast_dtype
 from adr_rl_app.eval.runs import write_results
 
 
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
         args.out = f"{Args.out}/compiled"
     if "bf16" in args.autocast and args.out == Args.out:
         args.out = f"{Args.out}/autocast"
-    if not args.autocast or set(args.autocast) - {"none", "bf16"}:
+    if not args.autocast or set(args.autocast) - set(AUTOCAST):
         raise SystemExit(f"--autocast takes none and/or bf16, got {args.autocast}")
     if args.compile and "bf16" in args.autocast:
         raise SystemExit("--compile and --autocast bf16 do not go together")
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             method=m,
             seed=0,
             compile=args.compile,
-            autocast=torch.bfloat16 if ac == "bf16" else None,
+            autocast=autocast_dtype(ac),
         )
         for ac in args.autocast
         for m in args.methods

@@ -29,7 +29,7 @@ import tyro
 from adr_rl_app.eval import cli
 from adr_rl_app.eval.errors import UserError
 from adr_rl_app.eval.runs import write_results
-from adr_rl_app.eval.stats import bootstrap_mean_ci
+from adr_rl_app.eval.stats import paired_difference
 
 
 @dataclass
@@ -94,8 +94,6 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
         (sa, ma), (sb, mb) = ra[key], rb[key]
         if sa.shape != sb.shape:
             raise UserError(f"{key}: {sa.size} observations in one table, {sb.size} in the other")
-        diff = sb - sa
-        low, high = bootstrap_mean_ci(diff)
         game, mode, method, eps, steps = key
         rows.append(
             {
@@ -106,10 +104,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
                 "steps": steps,
                 "rate_a": float(sa.mean()),
                 "rate_b": float(sb.mean()),
-                "diff": float(diff.mean()),
-                "diff_ci95": [low, high],
-                "only_a": int((sa > sb).sum()),
-                "only_b": int((sb > sa).sum()),
+                **paired_difference(sa, sb),
                 "ms_a": ma,
                 "ms_b": mb,
                 "speedup": ma / mb if mb > 0 else None,

@@ -36,6 +36,15 @@ ATTACK_NAMES = ("random", "fgsm", "pgd", "adr", "adr_sync", *STRONG_ATTACKS, "en
 AUTOCAST = ("none", "bf16")
 
 
+def autocast_dtype(name: str) -> Any:
+    """``ObservationAttack``'s ``autocast`` for a precision name of :data:`AUTOCAST`."""
+    import torch
+
+    if name not in AUTOCAST:
+        raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)}, got {name!r}")
+    return torch.bfloat16 if name == "bf16" else None
+
+
 def make_attack(
     model: PPO,
     name: str,
@@ -50,12 +59,9 @@ def make_attack(
     """The attack ``name`` (module docstring); ``members``: the ensemble's names, with 'adr'
     already resolved to a variant; ``autocast``: ``"none"`` or ``"bf16"`` (the search's
     forward and backward passes in bf16, ``ObservationAttack(autocast=...)``)."""
-    import torch
-
     from adr_rl.attack import ObservationAttack, WorstCaseAttack
 
-    if autocast not in AUTOCAST:
-        raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)}, got {autocast!r}")
+    dtype = autocast_dtype(autocast)
     if name == "ensemble":
         return WorstCaseAttack(
             [
@@ -73,7 +79,7 @@ def make_attack(
         targeted=targeted,
         seed=seed,
         config=config,
-        autocast=torch.bfloat16 if autocast == "bf16" else None,
+        autocast=dtype,
     )
 
 

@@ -53,6 +53,20 @@ def bootstrap_diff_ci(
     return float(low), float(high)
 
 
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, object]:
+    """Per-observation comparison of two success arrays over the same observations (e.g.
+    two attacks' flips, seed-averaged): ``b - a``'s mean with its bootstrap 95% CI, and how
+    many observations only ``a`` or only ``b`` succeeds on."""
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    low, high = bootstrap_mean_ci(diff)
+    return {
+        "diff": float(diff.mean()),
+        "diff_ci95": [low, high],
+        "only_a": int((diff < 0).sum()),
+        "only_b": int((diff > 0).sum()),
+    }
+
+
 def return_summary(
     returns: np.ndarray, lengths: np.ndarray | None = None, seed: int = 0
 ) -> dict[str, float | int]:
