@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from stable_baselines3 import TD3
+
+from adr_rl.optim.compiled import compiler_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(out: Path, steps: int) -> str:
+def _run(out: Path, steps: int, *extra: str) -> str:
     cmd = [
         sys.executable,
         "-m",
@@ -38,6 +41,7 @@ def _run(out: Path, steps: int) -> str:
         "6",
         "--out",
         str(out),
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
@@ -66,3 +70,19 @@ def test_runs_resume_skip_and_report(tmp_path):
     assert "| adr | 1/1 |" in (tmp_path / "summary.md").read_text()
     # The checkpoint of a refined run is a plain TD3 zip.
     assert type(TD3.load(run_dir / "latest.zip")) is TD3
+
+
+@pytest.mark.skipif(not compiler_available(), reason="torch.compile needs a C++ compiler")
+def test_compile_is_recorded_per_point_and_timed_apart(tmp_path):
+    _run(tmp_path, 200)
+    run_dir = tmp_path / "Pendulum-v1" / "adr" / "seed0"
+    (run_dir / "done.json").unlink()
+    _run(tmp_path, 400, "--compile")  # the same run, resumed with compiled refinement
+    points = json.loads((run_dir / "curve.json").read_text())["points"]
+    assert [p.get("compiled") for p in points] == [None, False, True]
+    assert points[-1]["refined"] > 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    modes = results["tasks"]["Pendulum-v1"]["variants"]["adr"]["timing_by_mode"]
+    assert set(modes) == {"eager", "compiled"}
+    assert all(m["refined_actions"] > 0 for m in modes.values())
+    assert "(compiled)" in (tmp_path / "summary.md").read_text()
