@@ -1,0 +1,215 @@
+"""Does bf16 autocast change PPO's update? The same minibatch's gradient in each numeric mode.
+
+A training run in ``bf16-cl`` (``agents/fast_ppo.py``) and one in ``fp32`` from the same
+seed drift apart after a few updates, so comparing their learning curves mixes the
+numerics with ordinary seed-to-seed spread. This check isolates the numerics: it loads
+one checkpoint, collects one rollout of the Procgen recipe (64 envs x 256 steps, fp32,
+training levels) with GAE, and computes PPO's loss gradient on the same minibatches with
+each numeric mode's copy of the same weights. It reports, per mode and against
+``fp32``: the cosine similarity and relative L2 difference of the whole gradient and of
+each part (extractor, policy head, value head), the largest difference in action
+log-probabilities and values, and the loss terms. A mode whose gradient points the same
+way (cosine near 1) with a difference well below the minibatch-to-minibatch spread
+(reported as ``fp32`` minibatch 0 against ``fp32`` minibatch 1) trains the same way.
+
+    python -m adr_rl_app.eval.numerics_gradient --game coinrun \\
+        --model agents/zoo/training/ppo_coinrun_impala/latest.zip --out results/coinrun_numerics
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecNormalize
+
+from adr_rl.machine import machine_info
+from adr_rl_app.agents.fast_ppo import RECIPE, FastPPO
+from adr_rl_app.envs.procgen import make_procgen_vec_env
+from adr_rl_app.eval import cli
+from adr_rl_app.eval.errors import UserError
+from adr_rl_app.eval.runs import finish, output_dir, write_results
+
+
+@dataclass
+class Args:
+    model: str = "agents/zoo/training/ppo_coinrun_impala/latest.zip"
+    """A FastPPO/PPO checkpoint (its ``<stem>_vecnormalize.pkl`` beside it is used)."""
+    game: str = "coinrun"
+    """Procgen game of the checkpoint."""
+    numerics: list[str] = field(default_factory=lambda: ["fp32", "fp32-cl", "bf16-cl"])
+    """Modes to compare (the first is the reference)."""
+    minibatches: int = 4
+    """Minibatches (of the recipe's 2,048 samples) whose gradients are compared."""
+    seed: int = 0
+    """Seed of the rollout's env and sampled actions."""
+    threads: int = 1
+    """torch threads."""
+    out: str = "results/coinrun_numerics"
+    """Output folder (results.json, summary.md)."""
+    quick: bool = False
+    """Smoke run: 4 envs x 16 steps, 2 minibatches of 32."""
+
+
+class _Stop(BaseCallback):
+    def _on_step(self) -> bool:
+        return True
+
+
+def collect(args: Args, num_envs: int, num_steps: int) -> Any:
+    """One rollout with GAE from the checkpoint in fp32: SB3's own buffer."""
+    venv = make_procgen_vec_env(
+        args.game,
+        num_envs,
+        distribution_mode="easy",
+        start_level=0,
+        num_levels=200,
+        seed=args.seed,
+    )
+    venv = VecNormalize(
+        venv, norm_obs=False, norm_reward=True, clip_reward=10.0, gamma=RECIPE.gamma
+    )
+    stats = Path(args.model).with_name(Path(args.model).stem + "_vecnormalize.pkl")
+    if stats.exists():
+        venv.ret_rms = VecNormalize.load(str(stats), venv.venv).ret_rms
+    model = FastPPO.load(
+        args.model, env=venv, device="cpu", numerics="fp32", n_steps=num_steps, seed=args.seed
+    )
+    _, callback = model._setup_learn(num_steps * num_envs, _Stop(), reset_num_timesteps=False)
+    model.collect_rollouts(
+        model.get_env(), callback, model.rollout_buffer, n_rollout_steps=num_steps
+    )
+    venv.close()
+    return model.rollout_buffer
+
+
+def _parts(policy: torch.nn.Module) -> dict[str, list[str]]:
+    names = [n for n, p in policy.named_parameters() if p.requires_grad]
+    return {
+        "extractor": [n for n in names if "features_extractor" in n],
+        "policy head": [n for n in names if n.startswith("action_net")],
+        "value head": [n for n in names if n.startswith("value_net")],
+        "all": names,
+    }
+
+
+def gradient(model: FastPPO, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, float], dict]:
+    """PPO's loss gradient on one minibatch at the rollout's own weights (ratio 1)."""
+    policy = model.policy
+    policy.set_training_mode(True)
+    policy.zero_grad(set_to_none=True)
+    values, log_prob, entropy = policy.evaluate_actions(
+        batch.observations, batch.actions.long().flatten()
+    )
+    adv = batch.advantages
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    ratio = torch.exp(log_prob - batch.old_log_prob)
+    pg = -(adv * ratio).mean()
+    vf = torch.nn.functional.mse_loss(batch.returns, values.flatten())
+    ent = -entropy.mean()
+    loss = pg + RECIPE.ent_coef * ent + RECIPE.vf_coef * vf
+    loss.backward()
+    grads = {
+        n: p.grad.detach().flatten().clone()
+        for n, p in policy.named_parameters()
+        if p.grad is not None
+    }
+    out = {"log_prob": log_prob.detach(), "values": values.detach().flatten()}
+    policy.zero_grad(set_to_none=True)
+    return grads, {"policy_loss": pg.item(), "value_loss": vf.item(), "entropy": -ent.item()}, out
+
+
+def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names: list[str]) -> dict:
+    x = torch.cat([a[n] for n in names if n in a]).double()
+    y = torch.cat([b[n] for n in names if n in b]).double()
+    return {
+        "cosine": float(torch.nn.functional.cosine_similarity(x, y, dim=0)),
+        "relative_l2": float((x - y).norm() / x.norm()),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = cli.parse_args(Args, __doc__, argv)
+    torch.set_num_threads(args.threads)
+    if not Path(args.model).exists():
+        raise UserError(f"--model {args.model} does not exist")
+    num_envs, num_steps, size = (
+        (4, 16, 32)
+        if args.quick
+        else (
+            RECIPE.num_envs,
+            RECIPE.num_steps,
+            RECIPE.num_envs * RECIPE.num_steps // RECIPE.num_minibatches,
+        )
+    )
+    minibatches = 2 if args.quick else args.minibatches
+    buffer = collect(args, num_envs, num_steps)
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(num_envs * num_steps)
+    buffer_batches = list(buffer.get(batch_size=None))  # one batch: everything, flattened
+    full = buffer_batches[0]
+    batches = []
+    for k in range(minibatches):
+        idx = torch.as_tensor(order[k * size : (k + 1) * size])
+        batches.append(type(full)(*(t[idx] for t in full)))
+    ref_mode = args.numerics[0]
+    per_mode: dict[str, list] = {}
+    for mode in args.numerics:
+        model = FastPPO.load(args.model, device="cpu", numerics=mode)
+        per_mode[mode] = [gradient(model, b) for b in batches]
+        parts = _parts(model.policy)
+    rows = []
+    for mode in args.numerics:
+        for k in range(minibatches):
+            g, losses, out = per_mode[mode][k]
+            g0, _, out0 = per_mode[ref_mode][k]
+            row: dict[str, Any] = {"mode": mode, "minibatch": k, **losses}
+            for part, names in parts.items():
+                row[part] = compare(g0, g, names)
+            row["max_abs_log_prob_diff"] = float((out["log_prob"] - out0["log_prob"]).abs().max())
+            row["max_abs_value_diff"] = float((out["values"] - out0["values"]).abs().max())
+            rows.append(row)
+    # The scale of ordinary noise: the reference mode's gradients on two minibatches.
+    spread = [
+        {
+            part: compare(per_mode[ref_mode][k][0], per_mode[ref_mode][k + 1][0], names)
+            for part, names in parts.items()
+        }
+        for k in range(minibatches - 1)
+    ]
+    results = {
+        "config": vars(args),
+        "machine": machine_info(),
+        "rows": rows,
+        "minibatch_to_minibatch_" + ref_mode: spread,
+    }
+    out = output_dir(args.out, "numerics_gradient")
+    write_results(out / "results.json", results)
+    lines = [
+        f"Reference: {ref_mode}, same weights, same minibatch.",
+        "",
+        "| mode | minibatch | cosine (all) | rel. L2 (all) | cosine extractor | cosine policy "
+        "head | cosine value head | max abs log-prob diff | max abs value diff |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['mode']} | {r['minibatch']} | {r['all']['cosine']:.4f} | "
+            f"{r['all']['relative_l2']:.4f} | {r['extractor']['cosine']:.4f} | "
+            f"{r['policy head']['cosine']:.4f} | {r['value head']['cosine']:.4f} | "
+            f"{r['max_abs_log_prob_diff']:.2e} | {r['max_abs_value_diff']:.2e} |"
+        )
+    lines += [
+        "",
+        f"Minibatch to minibatch ({ref_mode}): cosine (all) "
+        + ", ".join(f"{s['all']['cosine']:.4f}" for s in spread),
+    ]
+    finish(out, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
