@@ -162,17 +162,27 @@ class RefinementStats:
     :param q_gain_sum: sum over refined actions of ``Q(refined) - Q(exploration action)``
         under the refinement's critic (``>= 0``: the start is a candidate).
     :param seconds: wall time spent refining (coin flips excluded).
+    :param coordinates: action coordinates refined (``refined`` times the action size).
+    :param at_bound: of those, the ones on the box ``[-1, 1]`` (a ReLU critic is
+        piecewise linear in the action, so its maximum often sits on a face or corner).
     """
 
     eligible: int = 0
     refined: int = 0
     q_gain_sum: float = 0.0
     seconds: float = 0.0
+    coordinates: int = 0
+    at_bound: int = 0
 
     @property
     def share(self) -> float:
         """Share of eligible steps that were refined (0 before any)."""
         return self.refined / self.eligible if self.eligible else 0.0
+
+    @property
+    def at_bound_share(self) -> float:
+        """Share of refined action coordinates on the box's faces (0 before any)."""
+        return self.at_bound / self.coordinates if self.coordinates else 0.0
 
     @property
     def mean_q_gain(self) -> float:
@@ -213,8 +223,9 @@ class RefinedExplorationMixin(OffPolicyAlgorithm):
 
     Logged to the SB3 logger: ``refine/share`` (refined share of the eligible env steps),
     ``refine/q_gain`` (mean critic gain over the exploration action), ``refine/seconds``
-    (total wall time refining) and ``refine/refined`` (total refined actions); the totals
-    are also in :attr:`refinement_stats`.
+    (total wall time refining), ``refine/refined`` (total refined actions) and
+    ``refine/at_bound`` (share of refined action coordinates on the box's faces); the
+    totals are also in :attr:`refinement_stats`.
 
     ``save`` leaves the refinement out: the zip loads with the plain class. To resume
     refined training, pass the settings again:
@@ -338,7 +349,10 @@ class RefinedExplorationMixin(OffPolicyAlgorithm):
         stats.refined += int(chosen.sum())
         stats.q_gain_sum += float(gains.sum())
         stats.seconds += elapsed
+        stats.coordinates += int(scaled.size)
+        stats.at_bound += int(np.count_nonzero(np.abs(scaled) >= 1.0 - 1e-6))
         self.logger.record_mean("refine/q_gain", float(gains.mean()))
+        self.logger.record("refine/at_bound", stats.at_bound_share)
         self.logger.record("refine/seconds", stats.seconds)
         self.logger.record("refine/refined", stats.refined)
         return action, buffer_action

@@ -269,12 +269,21 @@ def _point(budget: int, model: Any, returns: list[float]) -> dict[str, Any]:
 def _stats(model: Any) -> dict[str, float]:
     stats = getattr(model, "refinement_stats", None)
     if stats is None:
-        return {"refined": 0, "eligible": 0, "q_gain_sum": 0.0, "refine_seconds": 0.0}
+        return {
+            "refined": 0,
+            "eligible": 0,
+            "q_gain_sum": 0.0,
+            "refine_seconds": 0.0,
+            "refined_coordinates": 0,
+            "at_bound": 0,
+        }
     return {
         "refined": stats.refined,
         "eligible": stats.eligible,
         "q_gain_sum": stats.q_gain_sum,
         "refine_seconds": stats.seconds,
+        "refined_coordinates": stats.coordinates,
+        "at_bound": stats.at_bound,
     }
 
 
@@ -382,7 +391,7 @@ def _timing(seeds: dict[int, dict], compiled: bool | None = None) -> dict[str, f
     averaged over all the run's env steps (the random warm-up included); ``compiled``
     keeps only the evaluation intervals trained with (True) or without (False)
     ``--compile``, ``None`` all of them."""
-    train = refine = env_steps = refined = eligible = gain = 0.0
+    train = refine = env_steps = refined = eligible = gain = coordinates = at_bound = 0.0
     for curve in seeds.values():
         points = curve["points"]
         for prev, p in zip(points, points[1:], strict=False):
@@ -394,6 +403,8 @@ def _timing(seeds: dict[int, dict], compiled: bool | None = None) -> dict[str, f
             refined += p.get("refined", 0)
             eligible += p.get("eligible", 0)
             gain += p.get("q_gain_sum", 0.0)
+            coordinates += p.get("refined_coordinates", 0)
+            at_bound += p.get("at_bound", 0)
     if env_steps == 0:
         return None
     return {
@@ -402,6 +413,8 @@ def _timing(seeds: dict[int, dict], compiled: bool | None = None) -> dict[str, f
         "refined_share": refined / eligible if eligible else 0.0,
         "mean_q_gain": gain / refined if refined else 0.0,
         "refined_actions": int(refined),
+        # Only the intervals that logged it (runs from session 11 on).
+        "at_bound_share": at_bound / coordinates if coordinates else None,
     }
 
 
@@ -414,9 +427,9 @@ def summary_table(results: dict[str, Any]) -> str:
         lines.append(
             f"| variant | seeds done/started | {head} | diff vs plain @ {fixed[-1]:,} [95% CI] | "
             "mean over curve | ms / env step | overhead vs plain | refining ms / step | "
-            "refined share |"
+            "refined share | refined coords at bound |"
         )
-        lines.append("|" + "---|" * (len(fixed) + 8))
+        lines.append("|" + "---|" * (len(fixed) + 9))
         for variant, v in entry["variants"].items():
             cells = []
             for b in fixed:
@@ -459,7 +472,8 @@ def summary_table(results: dict[str, Any]) -> str:
                     else "-"
                 )
                 + f" | {t.get('ms_per_env_step', float('nan')):.2f} | {overhead} | {refining} | "
-                f"{t.get('refined_share', float('nan')):.3f} |"
+                f"{t.get('refined_share', float('nan')):.3f} | "
+                + (f"{t['at_bound_share']:.3f} |" if t.get("at_bound_share") is not None else "- |")
             )
         lines.append("")
     return "\n".join(lines)

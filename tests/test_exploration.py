@@ -156,7 +156,12 @@ def test_the_sb3_logger_gets_share_gain_and_time(tmp_path):
     assert 0 < float(row["refine/share"]) < 1
     assert float(row["refine/q_gain"]) >= 0
     assert float(row["refine/seconds"]) > 0
-    assert int(float(row["refine/refined"])) == model.refinement_stats.refined
+    stats = model.refinement_stats
+    assert int(float(row["refine/refined"])) == stats.refined
+    # Pendulum has one action coordinate; the share on the box's faces is of those.
+    assert stats.coordinates == stats.refined
+    assert 0 <= stats.at_bound <= stats.coordinates
+    assert float(row["refine/at_bound"]) == pytest.approx(stats.at_bound / stats.coordinates)
 
 
 def test_equal_critic_evaluations_and_settings():
