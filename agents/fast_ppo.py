@@ -148,7 +148,13 @@ class ProcgenRecipe:
     update_epochs: int = 3
     clip_coef: float = 0.2
     ent_coef: float = 0.01
-    vf_coef: float = 0.5
+    #: SB3's value term is ``vf_coef * MSE``; CleanRL's and baselines' is ``vf_coef * 0.5 *
+    #: MSE`` with ``vf_coef = 0.5``. So their weight is 0.25 here. With 0.5 (the recipe
+    #: until session 11) the value gradient is twice theirs; on CoinRun, whose sparse
+    #: 10-point reward keeps returns large after normalization, it is 10x the policy
+    #: gradient and the global norm clip (0.5) shrinks every update to 0.15-0.19 of its
+    #: size (``results/coinrun_numerics``, docs/procgen-policies.md).
+    vf_coef: float = 0.25
     max_grad_norm: float = 0.5
 
 

@@ -8,10 +8,10 @@ Usage (from the repository root)::
 The hyper-parameters follow CleanRL's ``ppo_procgen.py`` (itself Cobbe et al.
 2020, Table 2 of "Leveraging Procedural Generation to Benchmark RL"): 64 envs x
 256 steps, 3 epochs of 8 minibatches, lr 5e-4 annealed linearly, gamma 0.999,
-GAE lambda 0.95, clip 0.2 (policy and value), entropy 0.01, value 0.5, max grad
-norm 0.5, rewards normalized by a running std of the discounted return and
-clipped to [-10, 10]. Training levels are ``envs.procgen.TRAIN_LEVELS``
-(levels 0-199, easy mode).
+GAE lambda 0.95, clip 0.2 (policy and value), entropy 0.01, value 0.5 on half the
+squared error (SB3's ``vf_coef`` 0.25), max grad norm 0.5, rewards normalized by a
+running std of the discounted return and clipped to [-10, 10]. Training levels are
+``envs.procgen.TRAIN_LEVELS`` (levels 0-199, easy mode).
 
 Writes under ``runs/<env>__<exp>__<seed>__<time>/``: TensorBoard events and
 ``progress.csv`` (SB3 logger), ``monitor.csv`` (every training episode), and
@@ -81,8 +81,10 @@ class Args:
     """PPO clip range, also used for the value clip (CleanRL: 0.2, clip_vloss=True)"""
     ent_coef: float = RECIPE.ent_coef
     """entropy coefficient (CleanRL: 0.01)"""
-    vf_coef: float = RECIPE.vf_coef
-    """value loss coefficient (CleanRL: 0.5)"""
+    vf_coef: float | None = None
+    """value loss coefficient in SB3's loss, vf_coef * MSE (CleanRL's 0.5 multiplies 0.5 *
+    MSE, so it is 0.25 here); default: 0.25 for a new run, the checkpoint's own with
+    --resume (given with --resume, it replaces the checkpoint's)"""
     max_grad_norm: float = RECIPE.max_grad_norm
     """gradient clipping norm (CleanRL: 0.5)"""
     norm_reward: bool = True
@@ -186,10 +188,14 @@ def main(argv: list[str] | None = None) -> None:
             venv.ret_rms = stats.ret_rms  # type: ignore[attr-defined]
         model = FastPPO.load(resume, env=venv, device=args.device, numerics=args.numerics)
         print(f"resumed from {resume} at {model.num_timesteps} steps", flush=True)
+        if args.vf_coef is not None and args.vf_coef != model.vf_coef:
+            print(f"vf_coef: {model.vf_coef} in the checkpoint, {args.vf_coef} from here on")
+            model.vf_coef = args.vf_coef
     else:
-        recipe = ProcgenRecipe(
-            **{f.name: getattr(args, f.name) for f in dataclasses.fields(ProcgenRecipe)}
-        )
+        fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(ProcgenRecipe)}
+        if fields["vf_coef"] is None:
+            fields["vf_coef"] = RECIPE.vf_coef
+        recipe = ProcgenRecipe(**fields)
         model = make_procgen_ppo(
             venv,
             recipe,
@@ -198,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             device=args.device,
         )
+    args.vf_coef = float(model.vf_coef)  # the value this segment trains with
+    (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     machine = {**machine_info(), "numerics": model.numerics_mode}
     (run_dir / "machine.json").write_text(json.dumps(machine, indent=2))
     print(f"numerics: {model.numerics_mode} (asked {args.numerics}) on {machine['cpu_model']}")

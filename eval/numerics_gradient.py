@@ -111,7 +111,7 @@ def gradient(model: FastPPO, batch: Any) -> tuple[dict[str, torch.Tensor], dict[
     pg = -(adv * ratio).mean()
     vf = torch.nn.functional.mse_loss(batch.returns, values.flatten())
     ent = -entropy.mean()
-    loss = pg + RECIPE.ent_coef * ent + RECIPE.vf_coef * vf
+    loss = pg + model.ent_coef * ent + model.vf_coef * vf  # the checkpoint's own weights
     loss.backward()
     grads = {
         n: p.grad.detach().flatten().clone()

@@ -11,6 +11,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.torch_layers import NatureCNN
 
 from adr_rl.extractors import ImpalaCNN
+from adr_rl_app.agents.fast_ppo import RECIPE
 from adr_rl_app.agents.train_ppo_procgen import Args, parse_args
 
 # The procgen extra provides the games: module procgen on 3.10-3.12, procgen_gym on 3.13.
@@ -60,7 +61,9 @@ def test_parse_args_defaults_follow_cleanrl():
     )
     assert (args.learning_rate, args.gamma, args.gae_lambda) == (5e-4, 0.999, 0.95)
     assert args.clip_coef == 0.2
-    assert (args.ent_coef, args.vf_coef, args.max_grad_norm, args.threads) == (0.01, 0.5, 0.5, 1)
+    assert (args.ent_coef, args.max_grad_norm, args.threads) == (0.01, 0.5, 1)
+    # CleanRL's value weight 0.5 multiplies half the squared error; SB3's, the whole.
+    assert args.vf_coef is None and RECIPE.vf_coef == 0.25
     assert (args.extractor, args.numerics) == ("impala", "auto")
     flipped = parse_args(["--no-anneal-lr", "--env", "fruitbot", "--extractor", "nature"])
     assert not flipped.anneal_lr and flipped.env == "fruitbot" and flipped.extractor == "nature"
@@ -124,6 +127,9 @@ def test_smoke_resume_continues_counting(nature_run, tmp_path):
         str(nature_run / "checkpoints" / "latest.zip"),
     )
     assert json.loads((resumed / "summary.json").read_text())["num_timesteps"] == 256
+    # A new run gets the recipe's value weight, a resumed one keeps its checkpoint's.
+    assert PPO.load(nature_run / "checkpoints" / "latest.zip").vf_coef == 0.25
+    assert json.loads((resumed / "args.json").read_text())["vf_coef"] == 0.25
     progress = (resumed / "progress.csv").read_text().splitlines()
     header = progress[0].split(",")
     steps = [
@@ -179,3 +185,21 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
         "fruitbot__ppo_procgen__1__1795956956-3",
     ]
     assert all(d.is_dir() and not any(d.iterdir()) for d in dirs)
+
+
+def test_resume_can_change_the_value_weight(nature_run, tmp_path):
+    resumed = _train(
+        tmp_path,
+        "--env",
+        "coinrun",
+        "--extractor",
+        "nature",
+        "--total-timesteps",
+        "192",
+        "--vf-coef",
+        "0.1",
+        "--resume",
+        str(nature_run / "checkpoints" / "latest.zip"),
+    )
+    assert PPO.load(resumed / "checkpoints" / "latest.zip").vf_coef == 0.1
+    assert json.loads((resumed / "args.json").read_text())["vf_coef"] == 0.1
