@@ -150,10 +150,10 @@ class ProcgenRecipe:
     ent_coef: float = 0.01
     #: SB3's value term is ``vf_coef * MSE``; CleanRL's and baselines' is ``vf_coef * 0.5 *
     #: MSE`` with ``vf_coef = 0.5``. So their weight is 0.25 here. With 0.5 (the recipe
-    #: until session 11) the value gradient is twice theirs; on CoinRun, whose sparse
-    #: 10-point reward keeps returns large after normalization, it is 10x the policy
-    #: gradient and the global norm clip (0.5) shrinks every update to 0.15-0.19 of its
-    #: size (``results/coinrun_numerics``, docs/procgen-policies.md).
+    #: until session 11) the value gradient was twice theirs; on CoinRun, whose sparse
+    #: 10-point reward keeps returns large after normalization, it outweighed the policy
+    #: term 21-29 times and the global norm clip shrank each update to 0.07-0.11 of its
+    #: size (``results/ppo_gradient``, docs/procgen-policies.md).
     vf_coef: float = 0.25
     max_grad_norm: float = 0.5
 

@@ -1,19 +1,22 @@
-"""Does bf16 autocast change PPO's update? The same minibatch's gradient in each numeric mode.
+"""PPO's update on one rollout of a Procgen checkpoint: per numeric mode and per loss term.
 
-A training run in ``bf16-cl`` (``agents/fast_ppo.py``) and one in ``fp32`` from the same
-seed drift apart after a few updates, so comparing their learning curves mixes the
-numerics with ordinary seed-to-seed spread. This check isolates the numerics: it loads
-one checkpoint, collects one rollout of the Procgen recipe (64 envs x 256 steps, fp32,
-training levels) with GAE, and computes PPO's loss gradient on the same minibatches with
-each numeric mode's copy of the same weights. It reports, per mode and against
-``fp32``: the cosine similarity and relative L2 difference of the whole gradient and of
-each part (extractor, policy head, value head), the largest difference in action
-log-probabilities and values, and the loss terms. A mode whose gradient points the same
-way (cosine near 1) with a difference well below the minibatch-to-minibatch spread
-(reported as ``fp32`` minibatch 0 against ``fp32`` minibatch 1) trains the same way.
+Two checks of issue 13 on one checkpoint and one rollout of the Procgen recipe (64 envs
+x 256 steps, fp32, training levels, GAE), on the same minibatches of 2,048 frames:
 
-    python -m adr_rl_app.eval.numerics_gradient --game coinrun \\
-        --model agents/zoo/training/ppo_coinrun_impala/latest.zip --out results/coinrun_numerics
+* **Numerics.** A ``bf16-cl`` run and an ``fp32`` one from the same seed drift apart after
+  a few updates, so their learning curves mix the numerics with seed-to-seed spread.
+  Here PPO's loss gradient is computed with each mode's copy of the same weights; per
+  mode against the first (``fp32``): cosine and relative L2 difference of the gradient
+  (whole, extractor, heads) and the largest change of log-probabilities and values. The
+  scale of ordinary noise is the reference's cosine between two minibatches.
+* **The loss terms.** The gradient norm of the policy term, of the entropy term and of
+  the unweighted value term (SB3's MSE), and for each ``--vf-coefs`` value the total's
+  norm and the factor the global norm clip (``max_grad_norm``) scales the update by. A
+  value term that dominates the total sets the update's direction and, through the clip,
+  shrinks the policy's step.
+
+    python -m adr_rl_app.eval.ppo_gradient --game coinrun \\
+        --model agents/zoo/training/ppo_coinrun_impala/latest.zip --out results/ppo_gradient/coinrun
 """
 
 from __future__ import annotations
@@ -43,13 +46,15 @@ class Args:
     """Procgen game of the checkpoint."""
     numerics: list[str] = field(default_factory=lambda: ["fp32", "fp32-cl", "bf16-cl"])
     """Modes to compare (the first is the reference)."""
+    vf_coefs: list[float] = field(default_factory=lambda: [0.5, 0.25])
+    """SB3 value weights at which to report the total gradient and the clip factor."""
     minibatches: int = 4
     """Minibatches (of the recipe's 2,048 samples) whose gradients are compared."""
     seed: int = 0
     """Seed of the rollout's env and sampled actions."""
     threads: int = 1
     """torch threads."""
-    out: str = "results/coinrun_numerics"
+    out: str = "results/ppo_gradient/coinrun"
     """Output folder (results.json, summary.md)."""
     quick: bool = False
     """Smoke run: 4 envs x 16 steps, 2 minibatches of 32."""
@@ -123,6 +128,55 @@ def gradient(model: FastPPO, batch: Any) -> tuple[dict[str, torch.Tensor], dict[
     return grads, {"policy_loss": pg.item(), "value_loss": vf.item(), "entropy": -ent.item()}, out
 
 
+def term_gradients(model: FastPPO, batch: Any) -> dict[str, torch.Tensor]:
+    """Flat gradients (all parameters, zeros where a term does not reach) of PPO's policy
+    term, its entropy term and its unweighted value term (SB3's MSE) on one minibatch."""
+    policy = model.policy
+    policy.set_training_mode(True)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    values, log_prob, entropy = policy.evaluate_actions(
+        batch.observations, batch.actions.long().flatten()
+    )
+    adv = batch.advantages
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    terms = {
+        "policy": -(adv * torch.exp(log_prob - batch.old_log_prob)).mean(),
+        "entropy": -entropy.mean(),
+        "value (MSE)": torch.nn.functional.mse_loss(batch.returns, values.flatten()),
+    }
+    out = {}
+    for name, term in terms.items():
+        grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+        out[name] = torch.cat(
+            [
+                (g if g is not None else torch.zeros_like(p)).flatten()
+                for g, p in zip(grads, params, strict=True)
+            ]
+        ).double()
+    return out
+
+
+def term_rows(model: FastPPO, batches: list[Any], vf_coefs: list[float]) -> list[dict[str, Any]]:
+    rows = []
+    for k, batch in enumerate(batches):
+        g = term_gradients(model, batch)
+        base = g["policy"] + model.ent_coef * g["entropy"]
+        row: dict[str, Any] = {"minibatch": k}
+        row |= {f"norm {name}": float(v.norm()) for name, v in g.items()}
+        for c in vf_coefs:
+            total = float((base + c * g["value (MSE)"]).norm())
+            row[f"vf_coef {c:g}"] = {
+                "total_norm": total,
+                "clip_factor": min(1.0, model.max_grad_norm / total),
+                # The value term's part of the two terms' norms (0: none, 1: all).
+                "value_share": c
+                * float(g["value (MSE)"].norm())
+                / (float(base.norm()) + c * float(g["value (MSE)"].norm())),
+            }
+        rows.append(row)
+    return rows
+
+
 def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], names: list[str]) -> dict:
     x = torch.cat([a[n] for n in names if n in a]).double()
     y = torch.cat([b[n] for n in names if n in b]).double()
@@ -173,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
             row["max_abs_log_prob_diff"] = float((out["log_prob"] - out0["log_prob"]).abs().max())
             row["max_abs_value_diff"] = float((out["values"] - out0["values"]).abs().max())
             rows.append(row)
+    reference = FastPPO.load(args.model, device="cpu", numerics=ref_mode)
+    terms = term_rows(reference, batches, args.vf_coefs)
     # The scale of ordinary noise: the reference mode's gradients on two minibatches.
     spread = [
         {
@@ -186,8 +242,19 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine_info(),
         "rows": rows,
         "minibatch_to_minibatch_" + ref_mode: spread,
+        "checkpoint": {
+            "num_timesteps": int(reference.num_timesteps),
+            "vf_coef": float(reference.vf_coef),
+            "ent_coef": float(reference.ent_coef),
+            "max_grad_norm": float(reference.max_grad_norm),
+        },
+        "rollout_returns": {
+            "mean": float(full.returns.mean()),
+            "std": float(full.returns.std()),
+        },
+        "loss_terms": terms,
     }
-    out = output_dir(args.out, "numerics_gradient")
+    out = output_dir(args.out, "ppo_gradient")
     write_results(out / "results.json", results)
     lines = [
         f"Reference: {ref_mode}, same weights, same minibatch.",
@@ -207,7 +274,26 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"Minibatch to minibatch ({ref_mode}): cosine (all) "
         + ", ".join(f"{s['all']['cosine']:.4f}" for s in spread),
+        "",
+        f"Loss terms ({ref_mode}; checkpoint at {reference.num_timesteps:,} steps trained with "
+        f"vf_coef {reference.vf_coef:g}, max_grad_norm {reference.max_grad_norm:g}; rollout "
+        f"returns {full.returns.mean():.2f} +/- {full.returns.std():.2f}):",
+        "",
+        "| minibatch | norm policy | norm entropy | norm value (MSE) | "
+        + " | ".join(f"vf_coef {c:g}: total, clip factor, value share" for c in args.vf_coefs)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(args.vf_coefs),
     ]
+    for r in terms:
+        cells = [
+            f"{r[f'vf_coef {c:g}']['total_norm']:.3f}, {r[f'vf_coef {c:g}']['clip_factor']:.3f}, "
+            f"{r[f'vf_coef {c:g}']['value_share']:.2f}"
+            for c in args.vf_coefs
+        ]
+        lines.append(
+            f"| {r['minibatch']} | {r['norm policy']:.3f} | {r['norm entropy']:.4f} | "
+            f"{r['norm value (MSE)']:.3f} | " + " | ".join(cells) + " |"
+        )
     finish(out, "\n".join(lines))
 
 
