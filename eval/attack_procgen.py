@@ -764,7 +764,11 @@ def main(argv: list[str] | None = None) -> None:
         },
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    write_results(out / f"config_{'_'.join(args.phases)}.json", meta)
+    # A resumable folder is filled by several invocations: keep each one's settings.
+    config = out / f"config_{'_'.join(args.phases)}.json"
+    previous = json.loads(config.read_text()) if config.exists() else None
+    history = previous.get("invocations", [previous]) if previous else []
+    write_results(config, {"invocations": [*history, meta]})
     variant = args.adr_method
     if "tune" in args.phases:
         variant_pick = run_tune(args, out)["pick"]

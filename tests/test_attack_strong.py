@@ -570,6 +570,9 @@ def test_attack_procgen_rollout_resumes_and_refuses_other_settings(tmp_path):
     rows = second["games"]["coinrun"]
     assert [r["method"] for r in rows] == ["none", "fgsm", "random"]
     assert rows[:2] == first["games"]["coinrun"]
+    # The folder's config keeps every invocation's settings, in order.
+    calls = json.loads((out / "config_rollout.json").read_text())["invocations"]
+    assert [c["config"]["methods"] for c in calls] == [["none", "fgsm"], ["none", "fgsm", "random"]]
     # Another ADR variant or precision would mix two measurements in one table.
     with pytest.raises(UserError, match="adr_variant: 'adr_sync' there, 'adr' now"):
         attack_procgen.main([*argv, "--adr-method", "adr"])
