@@ -102,38 +102,12 @@ def _parts(policy: torch.nn.Module) -> dict[str, list[str]]:
     }
 
 
-def gradient(model: FastPPO, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, float], dict]:
-    """PPO's loss gradient on one minibatch at the rollout's own weights (ratio 1)."""
+def _loss_terms(model: FastPPO, batch: Any) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Values, log-probabilities and PPO's three loss terms on one minibatch at the
+    rollout's own weights (ratio 1): the policy term, the entropy term and the unweighted
+    value term (SB3's MSE)."""
     policy = model.policy
     policy.set_training_mode(True)
-    policy.zero_grad(set_to_none=True)
-    values, log_prob, entropy = policy.evaluate_actions(
-        batch.observations, batch.actions.long().flatten()
-    )
-    adv = batch.advantages
-    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-    ratio = torch.exp(log_prob - batch.old_log_prob)
-    pg = -(adv * ratio).mean()
-    vf = torch.nn.functional.mse_loss(batch.returns, values.flatten())
-    ent = -entropy.mean()
-    loss = pg + model.ent_coef * ent + model.vf_coef * vf  # the checkpoint's own weights
-    loss.backward()
-    grads = {
-        n: p.grad.detach().flatten().clone()
-        for n, p in policy.named_parameters()
-        if p.grad is not None
-    }
-    out = {"log_prob": log_prob.detach(), "values": values.detach().flatten()}
-    policy.zero_grad(set_to_none=True)
-    return grads, {"policy_loss": pg.item(), "value_loss": vf.item(), "entropy": -ent.item()}, out
-
-
-def term_gradients(model: FastPPO, batch: Any) -> dict[str, torch.Tensor]:
-    """Flat gradients (all parameters, zeros where a term does not reach) of PPO's policy
-    term, its entropy term and its unweighted value term (SB3's MSE) on one minibatch."""
-    policy = model.policy
-    policy.set_training_mode(True)
-    params = [p for p in policy.parameters() if p.requires_grad]
     values, log_prob, entropy = policy.evaluate_actions(
         batch.observations, batch.actions.long().flatten()
     )
@@ -144,6 +118,32 @@ def term_gradients(model: FastPPO, batch: Any) -> dict[str, torch.Tensor]:
         "entropy": -entropy.mean(),
         "value (MSE)": torch.nn.functional.mse_loss(batch.returns, values.flatten()),
     }
+    return values.detach().flatten(), log_prob.detach(), terms
+
+
+def gradient(model: FastPPO, batch: Any) -> tuple[dict[str, torch.Tensor], dict[str, float], dict]:
+    """PPO's loss gradient on one minibatch at the rollout's own weights (ratio 1)."""
+    policy = model.policy
+    policy.zero_grad(set_to_none=True)
+    values, log_prob, terms = _loss_terms(model, batch)
+    pg, ent, vf = terms["policy"], terms["entropy"], terms["value (MSE)"]
+    loss = pg + model.ent_coef * ent + model.vf_coef * vf  # the checkpoint's own weights
+    loss.backward()
+    grads = {
+        n: p.grad.detach().flatten().clone()
+        for n, p in policy.named_parameters()
+        if p.grad is not None
+    }
+    policy.zero_grad(set_to_none=True)
+    losses = {"policy_loss": pg.item(), "value_loss": vf.item(), "entropy": -ent.item()}
+    return grads, losses, {"log_prob": log_prob, "values": values}
+
+
+def term_gradients(model: FastPPO, batch: Any) -> dict[str, torch.Tensor]:
+    """Flat gradients (all parameters, zeros where a term does not reach) of each of
+    PPO's loss terms (:func:`_loss_terms`) on one minibatch."""
+    params = [p for p in model.policy.parameters() if p.requires_grad]
+    _, _, terms = _loss_terms(model, batch)
     out = {}
     for name, term in terms.items():
         grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
@@ -211,11 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         idx = torch.as_tensor(order[k * size : (k + 1) * size])
         batches.append(type(full)(*(t[idx] for t in full)))
     ref_mode = args.numerics[0]
-    per_mode: dict[str, list] = {}
-    for mode in args.numerics:
-        model = FastPPO.load(args.model, device="cpu", numerics=mode)
-        per_mode[mode] = [gradient(model, b) for b in batches]
-        parts = _parts(model.policy)
+    models = {mode: FastPPO.load(args.model, device="cpu", numerics=mode) for mode in args.numerics}
+    per_mode = {mode: [gradient(model, b) for b in batches] for mode, model in models.items()}
+    reference = models[ref_mode]
+    parts = _parts(reference.policy)
     rows = []
     for mode in args.numerics:
         for k in range(minibatches):
@@ -227,7 +226,6 @@ def main(argv: list[str] | None = None) -> None:
             row["max_abs_log_prob_diff"] = float((out["log_prob"] - out0["log_prob"]).abs().max())
             row["max_abs_value_diff"] = float((out["values"] - out0["values"]).abs().max())
             rows.append(row)
-    reference = FastPPO.load(args.model, device="cpu", numerics=ref_mode)
     terms = term_rows(reference, batches, args.vf_coefs)
     # The scale of ordinary noise: the reference mode's gradients on two minibatches.
     spread = [

@@ -51,7 +51,7 @@ from stable_baselines3 import TD3  # noqa: E402
 from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
 from stable_baselines3.common.noise import NormalActionNoise  # noqa: E402
 
-from adr_rl.exploration import ExplorationRefinement, RefinedTD3  # noqa: E402
+from adr_rl.exploration import ExplorationRefinement, RefinedTD3, RefinementStats  # noqa: E402
 from adr_rl_app.agents.hyperparams import hyperparams  # noqa: E402
 from adr_rl_app.envs.control import make_control_env, make_control_vec_env  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
@@ -267,16 +267,8 @@ def _point(budget: int, model: Any, returns: list[float]) -> dict[str, Any]:
 
 
 def _stats(model: Any) -> dict[str, float]:
-    stats = getattr(model, "refinement_stats", None)
-    if stats is None:
-        return {
-            "refined": 0,
-            "eligible": 0,
-            "q_gain_sum": 0.0,
-            "refine_seconds": 0.0,
-            "refined_coordinates": 0,
-            "at_bound": 0,
-        }
+    # A plain TD3 has no refinement: its totals are a fresh RefinementStats' zeros.
+    stats = getattr(model, "refinement_stats", None) or RefinementStats()
     return {
         "refined": stats.refined,
         "eligible": stats.eligible,

@@ -82,6 +82,22 @@ def nature_run(tmp_path_factory) -> Path:
     )
 
 
+def _resume(run: Path, tmp_path: Path, total_timesteps: int, *extra: str) -> Path:
+    """Continue the NatureCNN ``run`` from its checkpoint to ``total_timesteps``."""
+    return _train(
+        tmp_path,
+        "--env",
+        "coinrun",
+        "--extractor",
+        "nature",
+        "--total-timesteps",
+        str(total_timesteps),
+        *extra,
+        "--resume",
+        str(run / "checkpoints" / "latest.zip"),
+    )
+
+
 def _check_run(run: Path, extractor_cls: type) -> None:
     name = run.name.split("__")
     assert name[:3] == ["coinrun", "ppo_procgen", "1"] and name[3].isdigit()
@@ -115,17 +131,7 @@ def test_smoke_train_impala(tmp_path):
 
 
 def test_smoke_resume_continues_counting(nature_run, tmp_path):
-    resumed = _train(
-        tmp_path,
-        "--env",
-        "coinrun",
-        "--extractor",
-        "nature",
-        "--total-timesteps",
-        "256",
-        "--resume",
-        str(nature_run / "checkpoints" / "latest.zip"),
-    )
+    resumed = _resume(nature_run, tmp_path, 256)
     assert json.loads((resumed / "summary.json").read_text())["num_timesteps"] == 256
     # A new run gets the recipe's value weight, a resumed one keeps its checkpoint's.
     assert PPO.load(nature_run / "checkpoints" / "latest.zip").vf_coef == 0.25
@@ -188,18 +194,6 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
 
 
 def test_resume_can_change_the_value_weight(nature_run, tmp_path):
-    resumed = _train(
-        tmp_path,
-        "--env",
-        "coinrun",
-        "--extractor",
-        "nature",
-        "--total-timesteps",
-        "192",
-        "--vf-coef",
-        "0.1",
-        "--resume",
-        str(nature_run / "checkpoints" / "latest.zip"),
-    )
+    resumed = _resume(nature_run, tmp_path, 192, "--vf-coef", "0.1")
     assert PPO.load(resumed / "checkpoints" / "latest.zip").vf_coef == 0.1
     assert json.loads((resumed / "args.json").read_text())["vf_coef"] == 0.1
