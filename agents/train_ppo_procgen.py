@@ -8,7 +8,8 @@ Usage (from the repository root)::
 The hyper-parameters follow CleanRL's ``ppo_procgen.py`` (itself Cobbe et al.
 2020, Table 2 of "Leveraging Procedural Generation to Benchmark RL"): 64 envs x
 256 steps, 3 epochs of 8 minibatches, lr 5e-4 annealed linearly, gamma 0.999,
-GAE lambda 0.95, clip 0.2 (policy and value), entropy 0.01, value 0.5 on half the
+GAE lambda 0.95, clip 0.2 (policy and value; the value clipped as in baselines, the
+larger of the clipped and unclipped errors), entropy 0.01, value 0.5 on half the
 squared error (SB3's ``vf_coef`` 0.25), max grad norm 0.5, rewards normalized by a
 running std of the discounted return and clipped to [-10, 10]. Training levels are
 ``envs.procgen.TRAIN_LEVELS`` (levels 0-199, easy mode).
@@ -39,7 +40,13 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from adr_rl.machine import machine_info
 from adr_rl_app.agents.callbacks import LatestCheckpointCallback, TqdmCallback
-from adr_rl_app.agents.fast_ppo import RECIPE, FastPPO, ProcgenRecipe, make_procgen_ppo
+from adr_rl_app.agents.fast_ppo import (
+    RECIPE,
+    FastPPO,
+    ProcgenRecipe,
+    ValueLoss,
+    make_procgen_ppo,
+)
 from adr_rl_app.envs.procgen import TRAIN_LEVELS, make_procgen_vec_env
 from adr_rl_app.eval import cli
 
@@ -87,6 +94,11 @@ class Args:
     --resume (given with --resume, it replaces the checkpoint's)"""
     max_grad_norm: float = RECIPE.max_grad_norm
     """gradient clipping norm (CleanRL: 0.5)"""
+    value_loss: ValueLoss | None = None
+    """value loss: max (baselines' and CleanRL's clip_vloss, the larger of the clipped and
+    unclipped squared errors), clipped (SB3's, the clipped prediction's error) or
+    unclipped; default: max for a new run, the checkpoint's own with --resume (given with
+    --resume, it replaces the checkpoint's)"""
     norm_reward: bool = True
     """normalize rewards by a running std of returns, clip to [-10, 10] (CleanRL: True)"""
     distribution_mode: str = "easy"
@@ -188,13 +200,16 @@ def main(argv: list[str] | None = None) -> None:
             venv.ret_rms = stats.ret_rms  # type: ignore[attr-defined]
         model = FastPPO.load(resume, env=venv, device=args.device, numerics=args.numerics)
         print(f"resumed from {resume} at {model.num_timesteps} steps", flush=True)
-        if args.vf_coef is not None and args.vf_coef != model.vf_coef:
-            print(f"vf_coef: {model.vf_coef} in the checkpoint, {args.vf_coef} from here on")
-            model.vf_coef = args.vf_coef
+        for name in ("vf_coef", "value_loss"):  # given with --resume: from here on
+            given, kept = getattr(args, name), getattr(model, name)
+            if given is not None and given != kept:
+                print(f"{name}: {kept} in the checkpoint, {given} from here on")
+                setattr(model, name, given)
     else:
         fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(ProcgenRecipe)}
-        if fields["vf_coef"] is None:
-            fields["vf_coef"] = RECIPE.vf_coef
+        for name in ("vf_coef", "value_loss"):
+            if fields[name] is None:
+                fields[name] = getattr(RECIPE, name)
         recipe = ProcgenRecipe(**fields)
         model = make_procgen_ppo(
             venv,
@@ -204,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             device=args.device,
         )
-    args.vf_coef = float(model.vf_coef)  # the value this segment trains with
+    # the values this segment trains with
+    args.vf_coef, args.value_loss = float(model.vf_coef), str(model.value_loss)
     (run_dir / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2))
     machine = {**machine_info(), "numerics": model.numerics_mode}
     (run_dir / "machine.json").write_text(json.dumps(machine, indent=2))

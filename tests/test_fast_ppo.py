@@ -23,6 +23,7 @@ from adr_rl_app.agents.fast_ppo import (
     apply_numerics,
     make_procgen_ppo,
     resolve_numerics,
+    value_loss,
 )
 
 
@@ -215,3 +216,71 @@ def test_bench_train_procgen_smoke(tmp_path):
     assert all(r["steps_per_s"] > 0 and r["iterations"] == 1 for r in rows)
     saved = json.loads(Path(tmp_path / "results.json").read_text())
     assert saved["machine"]["cpu_model"] and saved["procgen_backend"] in ("procgen", "procgen_gym")
+
+
+def _value_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rollout values 0, targets 1: sample 0 moved within the clip, 1 beyond it toward
+    the target, 2 beyond it away from the target."""
+    values = torch.tensor([0.1, 0.5, -0.5], requires_grad=True)
+    return values, torch.zeros(3), torch.ones(3)
+
+
+def test_value_losses_follow_sb3_and_baselines():
+    values, old, returns = _value_case()
+    clipped, stats = value_loss(values, old, returns, 0.2, "clipped")
+    (grad,) = torch.autograd.grad(clipped, values)
+    # SB3: the clipped prediction's error; no gradient once a prediction left the clip.
+    assert clipped.item() == pytest.approx((0.9**2 + 0.8**2 + 1.2**2) / 3)
+    torch.testing.assert_close(grad, torch.tensor([2 * -0.9 / 3, 0.0, 0.0]))
+    assert stats == pytest.approx({"clip_fraction": 2 / 3, "away_fraction": 1 / 3})
+    # baselines: the larger error, so sample 2 is pulled back toward its target.
+    larger, _ = value_loss(values, old, returns, 0.2, "max")
+    (grad,) = torch.autograd.grad(larger, values)
+    assert larger.item() == pytest.approx((0.9**2 + 0.8**2 + 1.5**2) / 3)
+    torch.testing.assert_close(grad, torch.tensor([2 * -0.9 / 3, 0.0, 2 * -1.5 / 3]))
+    plain, stats = value_loss(values, old, returns, 0.2, "unclipped")
+    assert plain.item() == pytest.approx((0.9**2 + 0.5**2 + 1.5**2) / 3)
+    assert stats == {"clip_fraction": 0.0, "away_fraction": 0.0}
+
+
+def test_value_loss_errors_name_the_problem():
+    values, old, returns = _value_case()
+    with pytest.raises(ValueError, match="Unknown value_loss 'huber'"):
+        value_loss(values, old, returns, 0.2, "huber")
+    with pytest.raises(ValueError, match="needs a clip_range_vf"):
+        value_loss(values, old, returns, None, "max")
+    with pytest.raises(ValueError, match="needs a clip_range_vf"):
+        _model("fp32", value_loss="max")
+    with pytest.raises(ValueError, match="Unknown value_loss"):
+        _model("fp32", value_loss="huber", clip_range_vf=0.2)
+
+
+class SeededImageEnv(ImageEnv):
+    """ImageEnv whose first frame comes from its own generator too (reproducible)."""
+
+    def reset(self, *, seed=None, options=None):
+        gym.Env.reset(self, seed=seed)
+        return self.rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), {}
+
+
+def test_clipped_value_loss_trains_exactly_like_sb3_ppo():
+    """FastPPO's own update loop, with SB3's value loss, gives PPO's weights bit for bit."""
+    kwargs = dict(n_steps=32, batch_size=16, n_epochs=3, clip_range_vf=0.01, seed=0)
+
+    def trained(cls: type[PPO], **extra) -> PPO:
+        # Built and trained one after the other: each seeds the global RNGs at build.
+        model = cls("CnnPolicy", DummyVecEnv([SeededImageEnv] * 2), device="cpu", **kwargs, **extra)
+        return model.learn(64)
+
+    sb3 = trained(PPO)
+    fast = trained(FastPPO, numerics="fp32", value_loss="clipped")
+    for name, p in sb3.policy.state_dict().items():
+        torch.testing.assert_close(fast.policy.state_dict()[name], p, rtol=0, atol=0)
+    logged = fast.logger.name_to_value
+    assert 0 < logged["train/value_clip_fraction"] <= 1  # the tiny clip acted
+    # baselines' loss changes the update where predictions were pushed away.
+    other = trained(FastPPO, numerics="fp32", value_loss="max")
+    assert any(
+        not torch.equal(other.policy.state_dict()[name], p)
+        for name, p in sb3.policy.state_dict().items()
+    )

@@ -11,7 +11,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.torch_layers import NatureCNN
 
 from adr_rl.extractors import ImpalaCNN
-from adr_rl_app.agents.fast_ppo import RECIPE
+from adr_rl_app.agents.fast_ppo import RECIPE, FastPPO
 from adr_rl_app.agents.train_ppo_procgen import Args, parse_args
 
 # The procgen extra provides the games: module procgen on 3.10-3.12, procgen_gym on 3.13.
@@ -64,6 +64,8 @@ def test_parse_args_defaults_follow_cleanrl():
     assert (args.ent_coef, args.max_grad_norm, args.threads) == (0.01, 0.5, 1)
     # CleanRL's value weight 0.5 multiplies half the squared error; SB3's, the whole.
     assert args.vf_coef is None and RECIPE.vf_coef == 0.25
+    # baselines' and CleanRL's value clipping, not SB3's.
+    assert args.value_loss is None and RECIPE.value_loss == "max"
     assert (args.extractor, args.numerics) == ("impala", "auto")
     flipped = parse_args(["--no-anneal-lr", "--env", "fruitbot", "--extractor", "nature"])
     assert not flipped.anneal_lr and flipped.env == "fruitbot" and flipped.extractor == "nature"
@@ -136,6 +138,8 @@ def test_smoke_resume_continues_counting(nature_run, tmp_path):
     # A new run gets the recipe's value weight, a resumed one keeps its checkpoint's.
     assert PPO.load(nature_run / "checkpoints" / "latest.zip").vf_coef == 0.25
     assert json.loads((resumed / "args.json").read_text())["vf_coef"] == 0.25
+    assert FastPPO.load(nature_run / "checkpoints" / "latest.zip").value_loss == "max"
+    assert json.loads((resumed / "args.json").read_text())["value_loss"] == "max"
     progress = (resumed / "progress.csv").read_text().splitlines()
     header = progress[0].split(",")
     steps = [
@@ -193,7 +197,11 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeyp
     assert all(d.is_dir() and not any(d.iterdir()) for d in dirs)
 
 
-def test_resume_can_change_the_value_weight(nature_run, tmp_path):
-    resumed = _resume(nature_run, tmp_path, 192, "--vf-coef", "0.1")
-    assert PPO.load(resumed / "checkpoints" / "latest.zip").vf_coef == 0.1
-    assert json.loads((resumed / "args.json").read_text())["vf_coef"] == 0.1
+def test_resume_can_change_the_value_weight_and_loss(nature_run, tmp_path):
+    resumed = _resume(nature_run, tmp_path, 256, "--vf-coef", "0.1", "--value-loss", "clipped")
+    model = FastPPO.load(resumed / "checkpoints" / "latest.zip")
+    assert (model.vf_coef, model.value_loss) == (0.1, "clipped")
+    args = json.loads((resumed / "args.json").read_text())
+    assert (args["vf_coef"], args["value_loss"]) == (0.1, "clipped")
+    header = (resumed / "progress.csv").read_text().splitlines()[0].split(",")
+    assert {"train/value_clip_fraction", "train/value_away_fraction"} <= set(header)
