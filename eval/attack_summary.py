@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from adr_rl_app.eval import cli  # noqa: E402
 from adr_rl_app.eval.runs import write_results  # noqa: E402
-from adr_rl_app.eval.stats import bootstrap_diff_ci  # noqa: E402
+from adr_rl_app.eval.stats import bootstrap_diff_ci, bootstrap_mean_ci  # noqa: E402
 
 Key = tuple[str, str, str, float, int]  # game, method, mode, eps, steps
 
@@ -68,6 +68,31 @@ def gather(folders: list[Path]) -> tuple[dict[Key, dict[str, Any]], list[str]]:
     return rows, sorted(set(variants))
 
 
+def episodes_by_level(row: dict[str, Any]) -> dict[tuple[int, int, int], float] | None:
+    """A setting's returns keyed by ``(seed, env, level)``, or ``None`` when its runs
+    predate the level record (or a key repeats). A sub-env's level sequence depends on
+    the seed only, so the key names the same episode start under every attack."""
+    out: dict[tuple[int, int, int], float] = {}
+    n = 0
+    for run in row["runs"]:
+        if "level_seeds" not in run:
+            return None
+        for env, level, ret in zip(run["env_ids"], run["level_seeds"], run["returns"], strict=True):
+            out[(int(run["seed"]), int(env), int(level))] = float(ret)
+            n += 1
+    return out if len(out) == n else None
+
+
+def paired_returns(a: dict[str, Any], b: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Two settings' returns matched episode by episode (same seed, env and level), or
+    ``None`` where they cannot be (a setting without level records, other episodes)."""
+    ka, kb = episodes_by_level(a), episodes_by_level(b)
+    if ka is None or kb is None or ka.keys() != kb.keys():
+        return None
+    keys = sorted(ka)
+    return np.array([ka[k] for k in keys]), np.array([kb[k] for k in keys])
+
+
 def compare(rows: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
     """ADR next to PGD for every (game, mode, eps, steps) that has both."""
     out = []
@@ -77,8 +102,13 @@ def compare(rows: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
         pgd = rows.get((game, "pgd", mode, eps, steps))
         if method != "adr" or pgd is None:
             continue
-        a, p = returns_of(adr), returns_of(pgd)
-        low, high = bootstrap_diff_ci(a, p)
+        matched = paired_returns(adr, pgd)
+        if matched is not None:  # same levels: the CI of the mean per-episode difference
+            a, p = matched
+            low, high = bootstrap_mean_ci(a - p)
+        else:
+            a, p = returns_of(adr), returns_of(pgd)
+            low, high = bootstrap_diff_ci(a, p)
         out.append(
             {
                 "game": game,
@@ -90,6 +120,7 @@ def compare(rows: dict[Key, dict[str, Any]]) -> list[dict[str, Any]]:
                 "adr_return": float(a.mean()),
                 "adr_minus_pgd": float(a.mean() - p.mean()),
                 "diff_ci95": [low, high],
+                "paired": matched is not None,
                 "pgd_flip": pgd["flip_rate"],
                 "adr_flip": adr["flip_rate"],
                 "pgd_hit": pgd["success_rate"] if mode == "targeted" else None,
@@ -129,21 +160,24 @@ def markdown(pairs: list[dict[str, Any]], counts: dict[str, int], variants: list
     lines = [
         f"ADR (`{'`, `'.join(variants)}`) vs PGD, same game, mode, eps and steps; "
         "difference of mean returns (ADR - PGD, negative: ADR lowered the return more) "
-        "with its bootstrap 95% CI.",
+        "with its bootstrap 95% CI; paired (the same levels, resampled as pairs) where both "
+        "settings recorded their levels, else two independent samples.",
         "",
         "| game | mode | eps | steps | episodes | PGD return | ADR return | ADR - PGD [95% CI] "
-        "| flip PGD / ADR | target hit PGD / ADR | ms/obs PGD / ADR | reading |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| paired | flip PGD / ADR | target hit PGD / ADR | ms/obs PGD / ADR | reading |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in pairs:
         low, high = p["diff_ci95"]
         hit = f"{_rate(p['pgd_hit'])} / {_rate(p['adr_hit'])}" if p["mode"] == "targeted" else "-"
         ms = f"{p['pgd_ms_per_obs']:.1f} / {p['adr_ms_per_obs']:.1f}"
+        flip = f"{_rate(p['pgd_flip'])} / {_rate(p['adr_flip'])}"
+        paired = "yes" if p.get("paired") else "no"
         lines.append(
             f"| {p['game']} | {p['mode']} | {p['eps']:g} | {p['steps']} | "
             f"{p['episodes'][0]} / {p['episodes'][1]} | {p['pgd_return']:.2f} | "
             f"{p['adr_return']:.2f} | {p['adr_minus_pgd']:+.2f} [{low:+.2f}, {high:+.2f}] | "
-            f"{_rate(p['pgd_flip'])} / {_rate(p['adr_flip'])} | {hit} | {ms} | {p['verdict']} |"
+            f"{paired} | {flip} | {hit} | {ms} | {p['verdict']} |"
         )
     lines += [
         "",

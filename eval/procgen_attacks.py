@@ -168,6 +168,12 @@ def play(
         "returns": episodes.returns.tolist(),
         "lengths": episodes.lengths.tolist(),
         "truncated": episodes.truncated.tolist(),
+        # Each sub-env's level sequence depends on the seed only, not on the actions, so
+        # (seed, env, level) names the same episode start under every attack: the key
+        # that pairs two settings' episodes (eval/attack_summary.py).
+        "seed": seed,
+        "env_ids": episodes.env_ids.tolist(),
+        "level_seeds": [int(info.get("prev_level_seed", -1)) for info in episodes.infos],
         "attacked_obs": stats.attacked,
         "flipped": stats.flipped,
         "succeeded": stats.succeeded,

@@ -550,6 +550,17 @@ def test_attack_procgen_quick_reports_the_strong_attacks(tmp_path):
     assert list(ens["wins"]) == members
     assert sum(ens["wins"].values()) == ens["attacked_obs"] > 0
     assert rows["pgd"]["wins"] is None and ens["attack_ms_per_obs"] > 0
+    # Every episode names its (seed, env, level), so two settings pair episode by episode:
+    # the level an env plays does not depend on the attack.
+    for row in rows.values():
+        for run in row["runs"]:
+            assert len(run["env_ids"]) == len(run["level_seeds"]) == len(run["returns"])
+    levels = {
+        m: sorted(zip(r["runs"][0]["env_ids"], r["runs"][0]["level_seeds"], strict=True))
+        for m, r in rows.items()
+    }
+    assert levels["pgd"] == levels["ensemble"] == levels["none"]
+    assert all(level >= 10_000 for _, level in levels["pgd"])  # unseen levels
 
 
 @pytest.mark.procgen

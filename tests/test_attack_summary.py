@@ -7,7 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from adr_rl_app.eval.attack_summary import compare, gather, main, tally, verdict
+from adr_rl_app.eval.attack_summary import (
+    compare,
+    gather,
+    main,
+    paired_returns,
+    tally,
+    verdict,
+)
 from adr_rl_app.eval.stats import bootstrap_diff_ci
 
 
@@ -82,6 +89,43 @@ def test_gather_merges_folders_and_pairs_adr_with_pgd(tmp_path):
     assert "| coinrun | - | none | 0 | 0 | 7.50 [0.00, 10.00] | 4 (0) | - | - | - |" in text
     assert text.count("| coinrun | untargeted | adr |") == 3
     assert (tmp_path / "summary.png").stat().st_size > 10_000
+
+
+def _levelled(row, order):
+    """``row`` with level records: episode i of run r played (seed r, env i, level 100 r + i),
+    listed in the finishing ``order`` of each run (a permutation)."""
+    for r, run in enumerate(row["runs"]):
+        n = len(run["returns"])
+        run["returns"] = [run["returns"][i] for i in order[:n]]
+        run.update(seed=r, env_ids=list(order[:n]), level_seeds=[100 * r + i for i in order[:n]])
+    return row
+
+
+def test_settings_with_level_records_are_compared_episode_by_episode():
+    # Level difficulty dominates: PGD takes 1 point off every level, ADR 2.
+    levels = [20.0, 5.0, 15.0, 0.0, 25.0, 10.0]
+    pgd = _levelled(_row("pgd", "untargeted", 2.0, 10, [x - 1 for x in levels]), [0, 1, 2])
+    adr = _levelled(_row("adr", "untargeted", 2.0, 10, [x - 2 for x in levels]), [2, 0, 1])
+    a, p = paired_returns(adr, pgd)  # matched by level although finished in another order
+    np.testing.assert_array_equal(a - p, -1.0)
+    (pair,) = compare(
+        {
+            ("coinrun", "pgd", "untargeted", 2.0, 10): pgd,
+            ("coinrun", "adr", "untargeted", 2.0, 10): adr,
+        }
+    )
+    assert pair["paired"] and pair["diff_ci95"] == pytest.approx([-1.0, -1.0])
+    assert pair["verdict"] == "ADR lower (CI < 0)"
+    # Without level records (older rows) the same returns are two independent samples.
+    old = _row("pgd", "untargeted", 2.0, 10, [x - 1 for x in levels])
+    assert paired_returns(adr, old) is None
+    (pair,) = compare(
+        {
+            ("coinrun", "pgd", "untargeted", 2.0, 10): old,
+            ("coinrun", "adr", "untargeted", 2.0, 10): adr,
+        }
+    )
+    assert not pair["paired"] and pair["diff_ci95"][0] < -1.0 < 0.0 < pair["diff_ci95"][1]
 
 
 def test_gather_refuses_a_setting_that_differs_between_runs(tmp_path):
