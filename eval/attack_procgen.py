@@ -73,7 +73,7 @@ from adr_rl_app.eval.procgen_attacks import (  # noqa: E402
     make_attack,
     play,
 )
-from adr_rl_app.eval.runs import write_results  # noqa: E402
+from adr_rl_app.eval.runs import write_json, write_results  # noqa: E402
 from adr_rl_app.eval.stats import bootstrap_mean_ci, paired_difference  # noqa: E402
 
 #: Levels for the ADR-variant pick: unseen in training and disjoint from UNSEEN_LEVELS.
@@ -607,6 +607,29 @@ def resumable_report(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
     return {**fresh, "games": old["games"], "policies": {**old["policies"], **fresh["policies"]}}
 
 
+#: Finished seeds of settings not yet in ``rollout.json``: a setting whose seeds take
+#: hours (the ensemble, 50-step ADR) then spans sessions one seed at a time.
+PARTIAL_FILE = "rollout_partial.json"
+
+
+def setting_key(game: str, method: str, mode: str, eps: float, steps: int) -> str:
+    return f"{game}|{method}|{mode}|{eps:g}|{steps}"
+
+
+def load_partial(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Finished seed runs of unfinished settings, by :func:`setting_key`."""
+    path = out / PARTIAL_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_partial(out: Path, partial: dict[str, list[dict[str, Any]]]) -> None:
+    path = out / PARTIAL_FILE
+    if partial:
+        write_json(path, partial)  # atomic
+    elif path.exists():
+        path.unlink()
+
+
 def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
     per_seed = max(1, args.episodes // len(args.seeds))
     members = ensemble_members(args, adr_variant)
@@ -638,9 +661,15 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
         todo = [s for s in settings if s not in done]
         if len(todo) < len(settings):
             tqdm.write(f"{game}: {len(settings) - len(todo)} settings already in rollout.json")
+        partial = load_partial(out) if args.resume else {}
         for method, mode, eps, steps in tqdm(todo, desc=f"rollout {game}"):
-            runs = []
+            key = setting_key(game, method, mode, eps, steps)
+            runs = [r for r in partial.get(key, []) if r.get("seed") in args.seeds]
+            if runs:
+                tqdm.write(f"{key}: seeds {[r['seed'] for r in runs]} already in {PARTIAL_FILE}")
             for seed in args.seeds:
+                if any(r.get("seed") == seed for r in runs):
+                    continue
                 attack = None
                 if method != "none":
                     name = adr_variant if method == "adr" else method
@@ -660,6 +689,9 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
                         f"{method} {mode} eps={eps:g} seed={seed}",
                     )
                 )
+                partial[key] = runs
+                save_partial(out, partial)
+            runs.sort(key=lambda r: list(args.seeds).index(r["seed"]))
             row = {
                 "method": method,
                 "mode": mode,
@@ -685,6 +717,8 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
             )
             report["games"][game] = rows
             write_results(out / "rollout.json", report)
+            partial.pop(key, None)
+            save_partial(out, partial)
     plot_returns(report, out)
     print_rollout(report)
     return report

@@ -594,6 +594,41 @@ def test_attack_procgen_rollout_resumes_and_refuses_other_settings(tmp_path):
     assert fresh["adr_variant"] == "adr" and len(fresh["games"]["coinrun"]) == 2
 
 
+@pytest.mark.procgen
+def test_an_interrupted_rollout_setting_resumes_from_its_finished_seeds(tmp_path, monkeypatch):
+    from adr_rl_app.eval import attack_procgen
+
+    argv = ["--quick", "--phases", "rollout", "--adr-method", "adr_sync", "--modes", "untargeted"]
+    args = attack_procgen.parse_args([*argv, "--methods", "none", "random"])
+    args.seeds, args.episodes = [0, 1], 2  # one episode per seed
+    real_play, calls, resumed = attack_procgen.play, [], False
+
+    def play(model, attack, game, n, seed, *rest):
+        calls.append((attack is not None, seed))
+        if attack is not None and seed == 1 and not resumed:
+            raise KeyboardInterrupt  # the session ends during the setting's second seed
+        return real_play(model, attack, game, n, seed, *rest)
+
+    monkeypatch.setattr(attack_procgen, "play", play)
+    out = tmp_path / "run"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        attack_procgen.run_rollout(args, out, "adr_sync")
+    partial = json.loads((out / attack_procgen.PARTIAL_FILE).read_text())
+    assert [r["seed"] for r in partial["coinrun|random|untargeted|2|3"]] == [0]
+    calls.clear()
+    resumed = True
+    report = attack_procgen.run_rollout(args, out, "adr_sync")
+    assert calls == [(True, 1)]  # only the missing seed is played
+    row = report["games"]["coinrun"][-1]
+    assert row["method"] == "random" and [r["seed"] for r in row["runs"]] == [0, 1]
+    assert not (out / attack_procgen.PARTIAL_FILE).exists()
+    # The same as a run that was never interrupted (seeded episodes).
+    monkeypatch.setattr(attack_procgen, "play", real_play)
+    whole = attack_procgen.run_rollout(args, tmp_path, "adr_sync")["games"]["coinrun"][-1]
+    assert [r["returns"] for r in whole["runs"]] == [r["returns"] for r in row["runs"]]
+
+
 def test_resumed_rollouts_refuse_another_policy(tmp_path):
     from adr_rl_app.eval.attack_procgen import resumable_report
     from adr_rl_app.eval.errors import UserError
