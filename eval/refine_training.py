@@ -47,6 +47,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 from stable_baselines3 import TD3  # noqa: E402
 from stable_baselines3.common.evaluation import evaluate_policy  # noqa: E402
 from stable_baselines3.common.noise import NormalActionNoise  # noqa: E402
@@ -486,6 +487,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.fill_between(x, lo, hi, alpha=0.2)
         ax.set_title(task)
         ax.set_xlabel("env steps")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))
         ax.set_ylabel("return (deterministic actor)")
         ax.legend(fontsize=8)
     fig.suptitle("TD3 with refined exploration: mean over seeds, bootstrap 95% CI", fontsize=10)
