@@ -612,8 +612,12 @@ def resumable_report(path: Path, fresh: dict[str, Any]) -> dict[str, Any]:
 PARTIAL_FILE = "rollout_partial.json"
 
 
-def setting_key(game: str, method: str, mode: str, eps: float, steps: int) -> str:
-    return f"{game}|{method}|{mode}|{eps:g}|{steps}"
+def setting_key(
+    game: str, policy_sha256: str, method: str, mode: str, eps: float, steps: int
+) -> str:
+    """The partial file's key: the policy is part of it, so seeds played on another
+    policy are never mixed into a setting."""
+    return f"{game}|{policy_sha256[:16]}|{method}|{mode}|{eps:g}|{steps}"
 
 
 def load_partial(out: Path) -> dict[str, list[dict[str, Any]]]:
@@ -663,7 +667,8 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
             tqdm.write(f"{game}: {len(settings) - len(todo)} settings already in rollout.json")
         partial = load_partial(out) if args.resume else {}
         for method, mode, eps, steps in tqdm(todo, desc=f"rollout {game}"):
-            key = setting_key(game, method, mode, eps, steps)
+            sha = report["policies"][game]["sha256"]
+            key = setting_key(game, sha, method, mode, eps, steps)
             runs = [r for r in partial.get(key, []) if r.get("seed") in args.seeds]
             if runs:
                 tqdm.write(f"{key}: seeds {[r['seed'] for r in runs]} already in {PARTIAL_FILE}")

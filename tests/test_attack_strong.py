@@ -615,7 +615,11 @@ def test_an_interrupted_rollout_setting_resumes_from_its_finished_seeds(tmp_path
     with pytest.raises(KeyboardInterrupt):
         attack_procgen.run_rollout(args, out, "adr_sync")
     partial = json.loads((out / attack_procgen.PARTIAL_FILE).read_text())
-    assert [r["seed"] for r in partial["coinrun|random|untargeted|2|3"]] == [0]
+    sha = attack_procgen.policy_identity("coinrun")["sha256"]
+    assert list(partial) == [
+        attack_procgen.setting_key("coinrun", sha, "random", "untargeted", 2.0, 3)
+    ]
+    assert [r["seed"] for r in partial[f"coinrun|{sha[:16]}|random|untargeted|2|3"]] == [0]
     calls.clear()
     resumed = True
     report = attack_procgen.run_rollout(args, out, "adr_sync")
