@@ -123,6 +123,14 @@ def apply_numerics(policy: nn.Module, numerics: str, device: str | torch.device)
     return mode
 
 
+def check_value_loss(kind: str, clipped: bool) -> None:
+    """``kind`` is one of :data:`VALUE_LOSSES`, and ``max`` has a clip range to use."""
+    if kind not in VALUE_LOSSES:
+        raise ValueError(f"Unknown value_loss {kind!r}; pick one of {VALUE_LOSSES}.")
+    if kind == "max" and not clipped:
+        raise ValueError('value_loss="max" needs a clip_range_vf.')
+
+
 def value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,
@@ -138,11 +146,8 @@ def value_loss(
     clipped error has no gradient), and ``away_fraction``, the share whose unclipped
     error is the larger one: ``max`` pulls those back, ``clipped`` leaves them.
     """
-    if kind not in VALUE_LOSSES:
-        raise ValueError(f"Unknown value_loss {kind!r}; pick one of {VALUE_LOSSES}.")
+    check_value_loss(kind, clip_range_vf is not None)
     if kind == "unclipped" or clip_range_vf is None:
-        if kind == "max":
-            raise ValueError('value_loss="max" needs a clip_range_vf.')
         return F.mse_loss(returns, values), {"clip_fraction": 0.0, "away_fraction": 0.0}
     values_pred = old_values + torch.clamp(values - old_values, -clip_range_vf, clip_range_vf)
     if kind == "clipped":
@@ -183,10 +188,7 @@ class FastPPO(PPO):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        if self.value_loss not in VALUE_LOSSES:
-            raise ValueError(f"Unknown value_loss {self.value_loss!r}; pick one of {VALUE_LOSSES}.")
-        if self.value_loss == "max" and self.clip_range_vf is None:
-            raise ValueError('value_loss="max" needs a clip_range_vf.')
+        check_value_loss(self.value_loss, self.clip_range_vf is not None)
         self.numerics_mode = apply_numerics(self.policy, self.numerics, self.device)
         logger.info("PPO numerics: %s (asked: %s)", self.numerics_mode, self.numerics)
 
