@@ -666,8 +666,8 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
         if len(todo) < len(settings):
             tqdm.write(f"{game}: {len(settings) - len(todo)} settings already in rollout.json")
         partial = load_partial(out) if args.resume else {}
+        sha = report["policies"][game]["sha256"]
         for method, mode, eps, steps in tqdm(todo, desc=f"rollout {game}"):
-            sha = report["policies"][game]["sha256"]
             key = setting_key(game, sha, method, mode, eps, steps)
             runs = [r for r in partial.get(key, []) if r.get("seed") in args.seeds]
             if runs:
