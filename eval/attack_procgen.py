@@ -83,7 +83,10 @@ TUNE_LEVELS = LevelSplit(start_level=5_000_000, num_levels=1_000_000)
 @dataclass
 class Args:
     games: list[str] = field(default_factory=lambda: ["coinrun", "fruitbot"])
-    """Procgen games; the policy is agents/zoo/ppo_<game>.zip"""
+    """Procgen games; the policy is agents/zoo/ppo_<game><policy-suffix>.zip"""
+    policy_suffix: str = ""
+    """which shipped policy: '' the current ones (IMPALA CNN), '_nature' the NatureCNN ones
+    they replaced (for the tables measured on those)"""
     phases: list[str] = field(default_factory=lambda: ["tune", "flip", "rollout"])
     """which parts to run: tune, flip, rollout; report re-prints a finished flip phase"""
     methods: list[str] = field(
@@ -185,9 +188,10 @@ def check_names(args: Args) -> None:
         raise SystemExit(f"--autocast takes {' or '.join(AUTOCAST)}, got {args.autocast!r}")
 
 
-def shipped_policy(game: str) -> PPO:
-    """The shipped PPO policy of ``game``, found wherever the command runs from."""
-    return load_model(zoo_path(f"ppo_{game}"), allowed=("ppo",), device="cpu")
+def shipped_policy(game: str, suffix: str = "") -> PPO:
+    """The shipped PPO policy of ``game`` (``suffix="_nature"``: the NatureCNN one it
+    replaced), found wherever the command runs from."""
+    return load_model(zoo_path(f"ppo_{game}{suffix}"), allowed=("ppo",), device="cpu")
 
 
 # --------------------------------------------------------------------------------------
@@ -310,7 +314,7 @@ def run_tune(args: Args, out: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"levels": dataclasses.asdict(TUNE_LEVELS), "games": {}}
     score = {"adr": [], "adr_sync": []}
     for game in args.games:
-        model = shipped_policy(game)
+        model = shipped_policy(game, args.policy_suffix)
         obs = collect_observations(model, game, args.tune_obs, TUNE_LEVELS, seed=1000)
         rows = _set_flip_rates(
             model,
@@ -378,11 +382,11 @@ def run_flip(args: Args, out: Path, adr_variant: str = "adr_sync") -> dict[str, 
         "levels": dataclasses.asdict(UNSEEN_LEVELS),
         "ensemble": members,
         "autocast": args.autocast,
-        "policies": {game: policy_identity(game) for game in args.games},
+        "policies": {game: policy_identity(game, args.policy_suffix) for game in args.games},
         "games": {},
     }
     for game in args.games:
-        model = shipped_policy(game)
+        model = shipped_policy(game, args.policy_suffix)
         obs = collect_observations(model, game, args.flip_obs, UNSEEN_LEVELS, seed=0)
         report["games"][game] = _set_flip_rates(
             model,
@@ -577,10 +581,10 @@ def print_flip(summary: list[dict[str, Any]]) -> None:
         )
 
 
-def policy_identity(game: str) -> dict[str, str]:
+def policy_identity(game: str, suffix: str = "") -> dict[str, str]:
     """The shipped policy's file name and SHA-256, so results on another policy are never
     mixed into a resumed grid."""
-    path = zoo_path(f"ppo_{game}")
+    path = zoo_path(f"ppo_{game}{suffix}")
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
@@ -653,13 +657,13 @@ def run_rollout(args: Args, out: Path, adr_variant: str) -> dict[str, Any]:
         "n_envs": args.n_envs,
         "max_episode_steps": args.max_episode_steps,
         "autocast": args.autocast,
-        "policies": {game: policy_identity(game) for game in args.games},
+        "policies": {game: policy_identity(game, args.policy_suffix) for game in args.games},
         "games": {},
     }
     if args.resume:
         report = resumable_report(out / "rollout.json", report)
     for game in args.games:
-        model = shipped_policy(game)
+        model = shipped_policy(game, args.policy_suffix)
         rows = list(report["games"].get(game, []))
         done = {(r["method"], r["mode"], r["eps"], r["steps"]) for r in rows}
         todo = [s for s in settings if s not in done]

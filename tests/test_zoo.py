@@ -42,3 +42,23 @@ def test_shipped_agents_load_from_any_working_directory(tmp_path, monkeypatch):
     assert isinstance(shipped_policy("coinrun"), PPO)
     model, env_id = load_agent("td3_Pendulum-v1", zoo="", device="cpu")
     assert env_id == "Pendulum-v1" and model.__class__.__name__ == "TD3"
+
+
+@pytest.mark.parametrize("game", ["coinrun", "fruitbot"])
+def test_shipped_policies_are_fp32_impala_and_the_nature_ones_stay(game):
+    """Issue 13: both games ship the IMPALA policy in plain fp32 PPO; the NatureCNN policy
+    each replaced stays under ``_nature`` for the results measured on it."""
+    import torch
+    from stable_baselines3.common.torch_layers import NatureCNN
+
+    from adr_rl.extractors import ImpalaCNN
+    from adr_rl_app.eval.attack_procgen import policy_identity, shipped_policy
+
+    impala = shipped_policy(game)
+    assert isinstance(impala.policy.features_extractor, ImpalaCNN)
+    assert all(p.dtype == torch.float32 for p in impala.policy.parameters())
+    nature = shipped_policy(game, "_nature")
+    assert isinstance(nature.policy.features_extractor, NatureCNN)
+    assert policy_identity(game)["file"] == f"ppo_{game}.zip"
+    assert policy_identity(game, "_nature")["file"] == f"ppo_{game}_nature.zip"
+    assert policy_identity(game)["sha256"] != policy_identity(game, "_nature")["sha256"]
