@@ -62,3 +62,13 @@ def test_shipped_policies_are_fp32_impala_and_the_nature_ones_stay(game):
     assert policy_identity(game)["file"] == f"ppo_{game}.zip"
     assert policy_identity(game, "_nature")["file"] == f"ppo_{game}_nature.zip"
     assert policy_identity(game)["sha256"] != policy_identity(game, "_nature")["sha256"]
+
+
+def test_policy_suffix_is_a_flag_and_a_missing_policy_is_named():
+    from adr_rl_app.eval.attack_procgen import parse_args, shipped_policy
+    from adr_rl_app.eval.errors import UserError
+
+    assert parse_args(["--policy-suffix", "_nature"]).policy_suffix == "_nature"
+    assert parse_args([]).policy_suffix == ""
+    with pytest.raises(UserError, match="ppo_coinrun_nope"):
+        shipped_policy("coinrun", "_nope")
