@@ -649,3 +649,13 @@ def test_resumed_rollouts_refuse_another_policy(tmp_path):
     merged = resumable_report(path, other)
     assert merged["games"] == {"fruitbot": [{}]}
     assert merged["policies"] == {"fruitbot": {"sha256": "old"}, "coinrun": {"sha256": "c"}}
+    # The weights decide, not the file name (ppo_<game>_nature.zip after the rename).
+    renamed = {**fresh, "policies": {"fruitbot": {"file": "b.zip", "sha256": "old"}}}
+    old["policies"] = {"fruitbot": {"file": "a.zip", "sha256": "old"}}
+    path.write_text(json.dumps(old))
+    assert resumable_report(path, renamed)["games"] == {"fruitbot": [{}]}
+    # Rows without a policy record cannot be vouched for.
+    old["policies"] = {}
+    path.write_text(json.dumps(old))
+    with pytest.raises(UserError, match="policy of fruitbot: None there"):
+        resumable_report(path, renamed)
