@@ -1,11 +1,11 @@
-"""The main job, `adr-rl demo`: ADR on the agents this project ships, in about 2.5 minutes.
+"""The main job, `adr-rl demo`: ADR on the agents this project ships, in a few minutes.
 
 Two parts, each on built-in defaults:
 
 - Action refinement: the shipped TD3 Pendulum-v1 agent plays the same episodes with its
   actor's own action and with the action ADR finds by maximizing the critic within
   --radius of it (adr_rl_app.eval.refinement).
-- Observation attacks: the shipped CoinRun PPO policy plays levels unseen in training
+- Observation attacks: the shipped CoinRun PPO policy (IMPALA CNN) plays levels unseen in training
   with clean observations, and with observations attacked by PGD and by ADR within
   --eps pixel levels, same objective, step size and steps (adr_rl_app.eval.attacking).
 
@@ -14,7 +14,7 @@ Writes results.json (both parts' config, seeds, raw returns and aggregates), ref
 return beside the flip rate of each method, linear axes) and summary.md to
 runs/demo-<time>/, and prints the two tables. Uses CUDA when present.
 
-    adr-rl demo              # about 2.5 minutes on 2 CPU cores, idle or busy
+    adr-rl demo              # 6 minutes on 2 CPU cores beside the test suite
     adr-rl demo --quick      # a few short episodes (smoke test)
 """
 
