@@ -34,7 +34,6 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from adr_rl_app.eval import cli  # noqa: E402
-from adr_rl_app.eval.loading import load_model, zoo_path  # noqa: E402
 from adr_rl_app.eval.runs import finish, write_results  # noqa: E402
 from adr_rl_app.eval.stats import bootstrap_mean_ci, paired_difference  # noqa: E402
 
@@ -88,9 +87,9 @@ def flips(model: Any, obs: np.ndarray, method: str, eps: float, step: float, arg
 
 def run_game(args: Args, game: str) -> list[dict[str, Any]]:
     from adr_rl_app.envs.procgen import UNSEEN_LEVELS
-    from adr_rl_app.eval.procgen_attacks import collect_observations
+    from adr_rl_app.eval.procgen_attacks import collect_observations, shipped_policy
 
-    model = load_model(zoo_path(f"ppo_{game}"), allowed=("ppo",), device="cpu")
+    model = shipped_policy(game)
     obs = collect_observations(model, game, args.n_obs, UNSEEN_LEVELS, seed=0)
     variants = [("pgd", s) for s in args.pgd_steps] + [("apgd", s) for s in args.apgd_steps]
     rows = []

@@ -61,7 +61,7 @@ from adr_rl.attack import (  # noqa: E402
 from adr_rl_app.envs.procgen import UNSEEN_LEVELS, LevelSplit  # noqa: E402
 from adr_rl_app.eval import cli  # noqa: E402
 from adr_rl_app.eval.errors import UserError  # noqa: E402
-from adr_rl_app.eval.loading import load_model, zoo_path  # noqa: E402
+from adr_rl_app.eval.loading import zoo_path  # noqa: E402
 from adr_rl_app.eval.procgen_attacks import (  # noqa: E402
     ATTACK_NAMES,
     AUTOCAST,
@@ -72,6 +72,7 @@ from adr_rl_app.eval.procgen_attacks import (  # noqa: E402
     draw_returns_vs_eps,
     make_attack,
     play,
+    shipped_policy,
 )
 from adr_rl_app.eval.runs import write_json, write_results  # noqa: E402
 from adr_rl_app.eval.stats import bootstrap_mean_ci, paired_difference  # noqa: E402
@@ -186,12 +187,6 @@ def check_names(args: Args) -> None:
         raise SystemExit("--ensemble takes attack names other than 'ensemble' and 'none'")
     if args.autocast not in AUTOCAST:
         raise SystemExit(f"--autocast takes {' or '.join(AUTOCAST)}, got {args.autocast!r}")
-
-
-def shipped_policy(game: str, suffix: str = "") -> PPO:
-    """The shipped PPO policy of ``game`` (``suffix="_nature"``: the NatureCNN one it
-    replaced), found wherever the command runs from."""
-    return load_model(zoo_path(f"ppo_{game}{suffix}"), allowed=("ppo",), device="cpu")
 
 
 # --------------------------------------------------------------------------------------

@@ -83,6 +83,14 @@ def make_attack(
     )
 
 
+def shipped_policy(game: str, suffix: str = "") -> PPO:
+    """The shipped PPO policy of ``game`` (``suffix="_nature"``: the NatureCNN one it
+    replaced), found wherever the command runs from."""
+    from adr_rl_app.eval.loading import load_model, zoo_path
+
+    return load_model(zoo_path(f"ppo_{game}{suffix}"), allowed=("ppo",), device="cpu")
+
+
 def collect_observations(
     model: PPO, game: str, n: int, levels: LevelSplit, seed: int, n_envs: int = 16, stride: int = 4
 ) -> np.ndarray:
